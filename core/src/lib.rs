@@ -1,0 +1,1 @@
+//! Persist's crypto core.

@@ -1,0 +1,492 @@
+//! Key export and import: a keyring as one line of text.
+//!
+//! ```text
+//! PERSIST-KEY-1<Crockford base32 of: payload | SHA-256(payload)[..4]>
+//!
+//! payload = export version (1) = 1 | protection (1) | body
+//!   protection 0, raw:        body = serialized keyring
+//!   protection 1, passphrase: body = memory KiB (4) | iterations (4) | lanes (4)
+//!                                    | salt (16) | nonce (12)
+//!                                    | AES-256-GCM(key, keyring) with tag
+//!     key = Argon2id (RFC 9106, version 0x13) of the passphrase and salt
+//!     AAD = the payload bytes before the nonce
+//! ```
+//!
+//! Crockford base32 survives copy and paste: it has no punctuation, reads the
+//! same in upper or lower case, and the parser ignores white space and hyphens
+//! and reads `O` as `0` and `I`, `L` as `1`. The checksum catches a mistyped or
+//! truncated string before any key is used.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::keyring::Keyring;
+use crate::primitives::{AeadKey, NONCE_LEN, sha256};
+use crate::random;
+use crate::reader::Reader;
+use crate::secret::{KEY_LEN, Passphrase, SecretKey};
+
+/// The prefix of every export string.
+pub const PREFIX: &str = "PERSIST-KEY-1";
+
+/// Version of the export payload.
+pub const EXPORT_VERSION: u8 = 1;
+
+const PROTECTION_RAW: u8 = 0;
+const PROTECTION_PASSPHRASE: u8 = 1;
+const CHECKSUM_LEN: usize = 4;
+const SALT_LEN: usize = 16;
+
+/// Maximum length of an export string in characters, ample for a keyring of
+/// [`crate::keyring::MAX_KEYS`] keys.
+pub const MAX_EXPORT_LEN: usize = 128 * 1024;
+
+/// Argon2id cost of a passphrase-protected export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+    /// Degree of parallelism.
+    pub lanes: u32,
+}
+
+impl KdfParams {
+    /// RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes.
+    pub const RECOMMENDED: Self = Self {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        lanes: 4,
+    };
+
+    /// Highest memory cost an import accepts (1 GiB), so that a crafted
+    /// export cannot exhaust the importing machine.
+    pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+
+    /// Highest pass count an import accepts.
+    pub const MAX_ITERATIONS: u32 = 64;
+
+    /// Highest parallelism an import accepts.
+    pub const MAX_LANES: u32 = 64;
+
+    fn check(self) -> Result<Params, Error> {
+        if self.memory_kib > Self::MAX_MEMORY_KIB
+            || self.iterations > Self::MAX_ITERATIONS
+            || self.lanes > Self::MAX_LANES
+        {
+            return Err(Error::invalid(
+                "key export",
+                format!(
+                    "Argon2id cost of {} KiB, {} passes and {} lanes is above the limit of \
+                     {} KiB, {} passes and {} lanes",
+                    self.memory_kib,
+                    self.iterations,
+                    self.lanes,
+                    Self::MAX_MEMORY_KIB,
+                    Self::MAX_ITERATIONS,
+                    Self::MAX_LANES
+                ),
+            ));
+        }
+        Params::new(self.memory_kib, self.iterations, self.lanes, Some(KEY_LEN))
+            .map_err(|err| Error::invalid("key export", format!("invalid Argon2id cost: {err}")))
+    }
+}
+
+/// Exports `keyring` as text, raw or protected by `passphrase`.
+///
+/// # Security
+///
+/// A raw export is the store's keys in the clear: anyone who reads it can
+/// decrypt the store.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for an empty passphrase, and [`Error::Random`] when the
+/// operating system provides no randomness.
+pub fn export(
+    keyring: &Keyring,
+    passphrase: Option<&Passphrase>,
+) -> Result<Zeroizing<String>, Error> {
+    export_with(keyring, passphrase, KdfParams::RECOMMENDED)
+}
+
+/// Exports like [`export`] with a chosen Argon2id cost.
+///
+/// # Errors
+///
+/// As [`export`], and [`Error::Invalid`] for a cost outside the limits.
+pub fn export_with(
+    keyring: &Keyring,
+    passphrase: Option<&Passphrase>,
+    params: KdfParams,
+) -> Result<Zeroizing<String>, Error> {
+    export_inner(
+        keyring,
+        passphrase,
+        params,
+        &random::array()?,
+        &random::array()?,
+    )
+}
+
+/// Exports with a given salt and nonce; only test vectors may choose them.
+pub(crate) fn export_inner(
+    keyring: &Keyring,
+    passphrase: Option<&Passphrase>,
+    params: KdfParams,
+    salt: &[u8; SALT_LEN],
+    nonce: &[u8; NONCE_LEN],
+) -> Result<Zeroizing<String>, Error> {
+    let keyring_bytes = keyring.to_bytes();
+    let mut payload = Zeroizing::new(Vec::with_capacity(keyring_bytes.len() + 64));
+    payload.push(EXPORT_VERSION);
+    match passphrase {
+        None => {
+            payload.push(PROTECTION_RAW);
+            payload.extend_from_slice(&keyring_bytes);
+        }
+        Some(passphrase) => {
+            if passphrase.is_empty() {
+                return Err(Error::invalid("passphrase", "it is empty"));
+            }
+            let argon_params = params.check()?;
+            payload.push(PROTECTION_PASSPHRASE);
+            payload.extend_from_slice(&params.memory_kib.to_be_bytes());
+            payload.extend_from_slice(&params.iterations.to_be_bytes());
+            payload.extend_from_slice(&params.lanes.to_be_bytes());
+            payload.extend_from_slice(salt);
+            let aad = payload.to_vec();
+            payload.extend_from_slice(nonce);
+            let start = payload.len();
+            payload.extend_from_slice(&keyring_bytes);
+            let key = passphrase_key(passphrase, salt, argon_params)?;
+            AeadKey::new(&key).seal_in_place(nonce, &aad, &mut payload, start)?;
+        }
+    }
+    let checksum = sha256(&payload);
+    payload.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+
+    let mut text = Zeroizing::new(String::with_capacity(
+        PREFIX.len() + payload.len() * 8 / 5 + 1,
+    ));
+    text.push_str(PREFIX);
+    encode_base32(&payload, &mut text);
+    Ok(text)
+}
+
+/// Tells whether an export string needs a passphrase, after checking its
+/// checksum.
+///
+/// # Errors
+///
+/// As [`import`] for the text form.
+pub fn needs_passphrase(text: &str) -> Result<bool, Error> {
+    let payload = decode_text(text)?;
+    Ok(payload.get(1) == Some(&PROTECTION_PASSPHRASE))
+}
+
+/// Imports a keyring from an export string.
+///
+/// # Errors
+///
+/// [`Error::Malformed`] for text that is not an export string,
+/// [`Error::ExportChecksum`] for a damaged one, [`Error::PassphraseRequired`]
+/// and [`Error::WrongPassphrase`] for a protected one, and the keyring's parse
+/// errors for its contents.
+pub fn import(text: &str, passphrase: Option<&Passphrase>) -> Result<Keyring, Error> {
+    let payload = decode_text(text)?;
+    let mut reader = Reader::new("key export", &payload);
+    let version = reader.u8("version")?;
+    if version != EXPORT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            what: "key export",
+            version,
+            supported: EXPORT_VERSION,
+        });
+    }
+    match reader.u8("protection")? {
+        PROTECTION_RAW => Keyring::from_bytes(reader.rest()),
+        PROTECTION_PASSPHRASE => {
+            let passphrase = passphrase.ok_or(Error::PassphraseRequired)?;
+            let params = KdfParams {
+                memory_kib: reader.u32("memory cost")?,
+                iterations: reader.u32("iterations")?,
+                lanes: reader.u32("lanes")?,
+            };
+            let salt: [u8; SALT_LEN] = reader.array("salt")?;
+            let aad_len = payload.len() - reader.remaining();
+            let nonce: [u8; NONCE_LEN] = reader.array("nonce")?;
+            let key = passphrase_key(passphrase, &salt, params.check()?)?;
+            let plain = AeadKey::new(&key)
+                .open("key export", &nonce, &payload[..aad_len], reader.rest())
+                .map_err(|err| match err {
+                    Error::AuthenticationFailed { .. } => Error::WrongPassphrase,
+                    other => other,
+                })?;
+            Keyring::from_bytes(&plain)
+        }
+        other => Err(reader.error(format!(
+            "unknown protection {other}, expected 0 (raw) or 1 (passphrase)"
+        ))),
+    }
+}
+
+fn passphrase_key(
+    passphrase: &Passphrase,
+    salt: &[u8],
+    params: Params,
+) -> Result<SecretKey, Error> {
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase.expose(), salt, out.as_mut())
+        .map_err(|err| Error::invalid("passphrase", format!("Argon2id failed: {err}")))?;
+    Ok(SecretKey::from_array(out))
+}
+
+/// Strips the prefix, decodes the base32 and checks the checksum.
+fn decode_text(text: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    if text.len() > MAX_EXPORT_LEN {
+        return Err(Error::TooLarge {
+            what: "key export",
+            size: text.len(),
+            limit: MAX_EXPORT_LEN,
+        });
+    }
+    let trimmed = text.trim();
+    let body = trimmed
+        .get(..PREFIX.len())
+        .filter(|prefix| prefix.eq_ignore_ascii_case(PREFIX))
+        .and_then(|_| trimmed.get(PREFIX.len()..))
+        .ok_or_else(|| {
+            Error::malformed(
+                "key export",
+                format!("it does not start with {PREFIX}; paste the whole string"),
+            )
+        })?;
+    let mut payload = decode_base32(body)?;
+    if payload.len() <= CHECKSUM_LEN + 2 {
+        return Err(Error::malformed(
+            "key export",
+            "it is too short; paste the whole string",
+        ));
+    }
+    let checksum_at = payload.len() - CHECKSUM_LEN;
+    let expected = sha256(&payload[..checksum_at]);
+    if expected[..CHECKSUM_LEN] != payload[checksum_at..] {
+        return Err(Error::ExportChecksum);
+    }
+    payload.truncate(checksum_at);
+    Ok(payload)
+}
+
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+fn encode_base32(bytes: &[u8], out: &mut String) {
+    let mut buffer: u32 = 0;
+    let mut bits = 0;
+    for byte in bytes {
+        buffer = (buffer << 8) | u32::from(*byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+}
+
+fn base32_digit(c: char) -> Option<u32> {
+    let value = match c.to_ascii_uppercase() {
+        c @ '0'..='9' => c as u32 - '0' as u32,
+        'O' => 0,
+        'I' | 'L' => 1,
+        c => ALPHABET.iter().position(|a| char::from(*a) == c)? as u32,
+    };
+    Some(value)
+}
+
+fn decode_base32(text: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8));
+    let mut buffer: u32 = 0;
+    let mut bits = 0;
+    for (index, c) in text.chars().enumerate() {
+        if c.is_whitespace() || c == '-' {
+            continue;
+        }
+        let digit = base32_digit(c).ok_or_else(|| {
+            Error::malformed(
+                "key export",
+                format!(
+                    "character {c:?} at position {} is not base32",
+                    index + PREFIX.len() + 1
+                ),
+            )
+        })?;
+        buffer = (buffer << 5) | digit;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+        buffer &= (1 << bits) - 1;
+    }
+    // Leftover bits are the encoder's zero fill; anything else means the
+    // string was cut or extended by a character.
+    if bits >= 5 || buffer != 0 {
+        return Err(Error::ExportChecksum);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cheap cost so that the tests stay fast; the format is the same.
+    const FAST: KdfParams = KdfParams {
+        memory_kib: 256,
+        iterations: 1,
+        lanes: 1,
+    };
+
+    fn same_keys(a: &Keyring, b: &Keyring) -> bool {
+        a.store_id() == b.store_id()
+            && a.index_key() == b.index_key()
+            && a.write_token() == b.write_token()
+            && a.keys().len() == b.keys().len()
+            && a.keys()
+                .iter()
+                .zip(b.keys())
+                .all(|(x, y)| x.id() == y.id() && x.secret() == y.secret())
+    }
+
+    #[test]
+    fn raw_round_trip() {
+        let keyring = Keyring::generate(3).unwrap();
+        let text = export(&keyring, None).unwrap();
+        assert!(text.starts_with(PREFIX));
+        assert!(!needs_passphrase(&text).unwrap());
+        assert!(same_keys(&import(&text, None).unwrap(), &keyring));
+    }
+
+    #[test]
+    fn survives_case_spaces_hyphens_and_lookalikes() {
+        let keyring = Keyring::generate(3).unwrap();
+        let text = export(&keyring, None).unwrap();
+        let body = &text[PREFIX.len()..];
+        let mangled: String = body
+            .chars()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                let c = match c {
+                    '0' => 'o',
+                    '1' => 'l',
+                    c => c.to_ascii_lowercase(),
+                };
+                let sep = match i % 20 {
+                    7 => Some('-'),
+                    19 => Some('\n'),
+                    _ => None,
+                };
+                std::iter::once(c).chain(sep)
+            })
+            .collect();
+        let pasted = format!("  persist-key-1{mangled}\r\n");
+        assert!(same_keys(&import(&pasted, None).unwrap(), &keyring));
+    }
+
+    #[test]
+    fn every_single_typo_is_detected() {
+        let keyring = Keyring::generate(3).unwrap();
+        let text = export(&keyring, None).unwrap();
+        let chars: Vec<char> = text.chars().collect();
+        for index in PREFIX.len()..chars.len() {
+            let mut typo = chars.clone();
+            typo[index] = if typo[index] == 'X' { 'Y' } else { 'X' };
+            let typo: String = typo.into_iter().collect();
+            assert!(import(&typo, None).is_err(), "typo at {index} accepted");
+        }
+        let cut: String = chars[..chars.len() - 1].iter().collect();
+        assert!(import(&cut, None).is_err());
+    }
+
+    #[test]
+    fn passphrase_round_trip() {
+        let keyring = Keyring::generate(3).unwrap();
+        let passphrase = Passphrase::new("correct horse battery staple");
+        let text = export_with(&keyring, Some(&passphrase), FAST).unwrap();
+        assert!(needs_passphrase(&text).unwrap());
+        assert!(matches!(
+            import(&text, None),
+            Err(Error::PassphraseRequired)
+        ));
+        assert!(matches!(
+            import(&text, Some(&Passphrase::new("wrong"))),
+            Err(Error::WrongPassphrase)
+        ));
+        assert!(same_keys(
+            &import(&text, Some(&passphrase)).unwrap(),
+            &keyring
+        ));
+    }
+
+    #[test]
+    fn recommended_cost_round_trip() {
+        let keyring = Keyring::generate(3).unwrap();
+        let passphrase = Passphrase::new("p");
+        let text = export(&keyring, Some(&passphrase)).unwrap();
+        assert!(same_keys(
+            &import(&text, Some(&passphrase)).unwrap(),
+            &keyring
+        ));
+    }
+
+    #[test]
+    fn empty_passphrase_is_rejected() {
+        let keyring = Keyring::generate(3).unwrap();
+        let err = export(&keyring, Some(&Passphrase::new(""))).unwrap_err();
+        assert_eq!(err.to_string(), "invalid passphrase: it is empty");
+    }
+
+    #[test]
+    fn excessive_cost_is_rejected() {
+        let keyring = Keyring::generate(3).unwrap();
+        let huge = KdfParams {
+            memory_kib: KdfParams::MAX_MEMORY_KIB + 1,
+            ..FAST
+        };
+        let err = export_with(&keyring, Some(&Passphrase::new("p")), huge).unwrap_err();
+        assert!(err.to_string().contains("above the limit"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_reason() {
+        for text in [
+            "",
+            "hello",
+            "PERSIST-KEY-1",
+            "PERSIST-KEY-1UUUU",
+            "PERSIST-KEY-1!!",
+        ] {
+            let err = import(text, None).unwrap_err();
+            assert!(!err.to_string().is_empty(), "{text:?}");
+        }
+        let err = import("PERSIST-KEY-1AB#", None).unwrap_err();
+        assert!(err.to_string().contains("'#'"), "{err}");
+    }
+
+    #[test]
+    fn base32_round_trip_all_lengths() {
+        for len in 0..40 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let mut text = String::new();
+            encode_base32(&bytes, &mut text);
+            assert_eq!(decode_base32(&text).unwrap().as_slice(), bytes.as_slice());
+        }
+    }
+}

@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Check Persist's format test vectors with an independent implementation.
+
+This script shares no code with the Rust core. It rebuilds every derivation,
+associated data and layout from docs/FORMAT.md on top of Python's
+`cryptography` package (AES-256-GCM, HKDF-SHA256, HMAC-SHA256, Argon2id). It
+checks that each committed vector decrypts to the stated plaintext, that
+re-encrypting with the vector's nonce gives the same bytes, and that every
+tampered vector is rejected with the stated kind of error.
+
+Usage: check_vectors.py [tests/vectors/format-v1.json]
+Needs cryptography >= 44 (for Argon2id); scripts/test installs it in a venv.
+"""
+
+import hashlib
+import hmac
+import json
+import struct
+import sys
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+ENVELOPE_VERSION = 1
+HEADER_LEN = 1 + 4 + 12
+TAG_LEN = 16
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class FormatError(Exception):
+    """A vector that fails in the way its `error` field names."""
+
+    def __init__(self, kind, detail):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+def lp(data: bytes) -> bytes:
+    """Length-prefix a field with 4 big-endian bytes."""
+    return struct.pack(">I", len(data)) + data
+
+
+def hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def parse_keyring(data: bytes) -> dict:
+    assert data[0] == 1, "keyring version"
+    store_id, token, index_key = data[1:17], data[17:49], data[49:81]
+    (count,) = struct.unpack(">H", data[81:83])
+    keys, pos = {}, 83
+    for _ in range(count):
+        key_id, created, status = struct.unpack(">IQB", data[pos : pos + 13])
+        keys[key_id] = {"created": created, "status": status, "key": data[pos + 13 : pos + 45]}
+        pos += 45
+    assert pos == len(data), "keyring has trailing bytes"
+    primary = [k for k, v in keys.items() if v["status"] == 1]
+    assert len(primary) == 1, "exactly one primary key"
+    return {"store_id": store_id, "token": token, "index_key": index_key, "keys": keys, "primary": primary[0]}
+
+
+def subkey(keyring, key_id: int, purpose: int, table: bytes) -> bytes:
+    info = lp(b"persist v1 subkey") + bytes([purpose]) + lp(table)
+    return hkdf(keyring["keys"][key_id]["key"], keyring["store_id"], info)
+
+
+def envelope_aad(keyring, key_id, purpose, table, record_id, context) -> bytes:
+    return (
+        lp(b"persist v1 envelope")
+        + bytes([ENVELOPE_VERSION])
+        + struct.pack(">I", key_id)
+        + keyring["store_id"]
+        + bytes([purpose])
+        + lp(table)
+        + lp(record_id)
+        + lp(context)
+    )
+
+
+def unpad(plain: bytes) -> bytes:
+    stripped = plain.rstrip(b"\x00")
+    if not stripped or stripped[-1] != 0x80:
+        raise FormatError("malformed", "padding has no end marker")
+    return stripped[:-1]
+
+
+def open_envelope(keyring, purpose, table, record_id, context, envelope: bytes) -> bytes:
+    if len(envelope) < HEADER_LEN + 1 + TAG_LEN:
+        raise FormatError("malformed", f"{len(envelope)} bytes is too short")
+    if envelope[0] != ENVELOPE_VERSION:
+        raise FormatError("unsupported_version", f"version {envelope[0]}")
+    (key_id,) = struct.unpack(">I", envelope[1:5])
+    if key_id not in keyring["keys"]:
+        raise FormatError("unknown_key_id", f"key {key_id}")
+    key = subkey(keyring, key_id, purpose, table)
+    aad = envelope_aad(keyring, key_id, purpose, table, record_id, context)
+    try:
+        plain = AESGCM(key).decrypt(envelope[5:HEADER_LEN], envelope[HEADER_LEN:], aad)
+    except InvalidTag:
+        raise FormatError("authentication_failed", "tag mismatch") from None
+    return unpad(plain)
+
+
+def padme(length: int) -> int:
+    length = max(length, 64)
+    exponent = length.bit_length() - 1
+    low_bits = exponent - exponent.bit_length()
+    mask = (1 << low_bits) - 1
+    return (length + mask) & ~mask
+
+
+def reseal(keyring, purpose, table, record_id, context, envelope: bytes, payload: bytes, padded: bool):
+    """Encrypt `payload` again with the envelope's key id and nonce."""
+    (key_id,) = struct.unpack(">I", envelope[1:5])
+    plain = payload + b"\x80"
+    if padded:
+        plain += b"\x00" * (padme(len(plain)) - len(plain))
+    aad = envelope_aad(keyring, key_id, purpose, table, record_id, context)
+    body = AESGCM(subkey(keyring, key_id, purpose, table)).encrypt(envelope[5:HEADER_LEN], plain, aad)
+    return envelope[:HEADER_LEN] + body
+
+
+def read_value(data: bytes, pos: int):
+    tag = data[pos]
+    pos += 1
+    if tag == 0:
+        return {"type": "null"}, pos
+    if tag == 1:
+        (value,) = struct.unpack(">q", data[pos : pos + 8])
+        return {"type": "integer", "value": str(value)}, pos + 8
+    if tag == 2:
+        return {"type": "real", "bits": data[pos : pos + 8].hex()}, pos + 8
+    (length,) = struct.unpack(">I", data[pos : pos + 4])
+    body = data[pos + 4 : pos + 4 + length]
+    if len(body) != length:
+        raise FormatError("malformed", "value truncated")
+    if tag == 3:
+        return {"type": "text", "value": body.decode("utf-8")}, pos + 4 + length
+    if tag == 4:
+        return {"type": "blob", "hex": body.hex()}, pos + 4 + length
+    raise FormatError("malformed", f"unknown tag {tag}")
+
+
+def encode_value(value: dict) -> bytes:
+    kind = value["type"]
+    if kind == "null":
+        return b"\x00"
+    if kind == "integer":
+        return b"\x01" + struct.pack(">q", int(value["value"]))
+    if kind == "real":
+        bits = bytes.fromhex(value["bits"])
+        number = struct.unpack(">d", bits)[0]
+        # Canonical form for blind ids: integral doubles in i64 range become INTEGER.
+        if number == int(number) and -(2**63) <= number < 2**63:
+            return b"\x01" + struct.pack(">q", int(number))
+        return b"\x02" + bits
+    if kind == "text":
+        return b"\x03" + lp(value["value"].encode("utf-8"))
+    return b"\x04" + lp(bytes.fromhex(value["hex"]))
+
+
+def decode_row(data: bytes):
+    assert data[0] == 1, "codec version"
+    kind = {1: "row", 2: "tombstone"}[data[1]]
+    (count,) = struct.unpack(">H", data[2:4])
+    pos, columns = 4, []
+    for _ in range(count):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        name = data[pos + 4 : pos + 4 + length].decode("utf-8")
+        value, pos = read_value(data, pos + 4 + length)
+        columns.append({"name": name, "value": value})
+    assert pos == len(data), "row has trailing bytes"
+    return kind, columns
+
+
+def crockford_decode(text: str) -> bytes:
+    bits, buffer, out = 0, 0, bytearray()
+    for char in text.upper():
+        if char.isspace() or char == "-":
+            continue
+        char = {"O": "0", "I": "1", "L": "1"}.get(char, char)
+        buffer = (buffer << 5) | CROCKFORD.index(char)
+        bits += 5
+        if bits >= 8:
+            bits -= 8
+            out.append((buffer >> bits) & 0xFF)
+    assert bits < 5, "a leftover character"
+    assert buffer & ((1 << bits) - 1) == 0, "nonzero fill bits"
+    return bytes(out)
+
+
+def import_export(text: str, passphrase):
+    prefix = "PERSIST-KEY-1"
+    assert text.upper().startswith(prefix)
+    payload = crockford_decode(text[len(prefix) :])
+    body, checksum = payload[:-4], payload[-4:]
+    assert hashlib.sha256(body).digest()[:4] == checksum, "export checksum"
+    assert body[0] == 1, "export version"
+    if body[1] == 0:
+        return body[2:]
+    assert body[1] == 1, "protection"
+    memory, iterations, lanes = struct.unpack(">III", body[2:14])
+    salt, nonce = body[14:30], body[30:42]
+    key = Argon2id(salt=salt, length=32, iterations=iterations, lanes=lanes, memory_cost=memory).derive(
+        passphrase.encode("utf-8")
+    )
+    return AESGCM(key).decrypt(nonce, body[42:], body[:30])
+
+
+def check(vectors: dict) -> int:
+    checked = 0
+    serialized = bytes.fromhex(vectors["keyring"]["serialized"])
+    keyring = parse_keyring(serialized)
+    assert keyring["store_id"].hex() == vectors["keyring"]["store_id"]
+    assert keyring["index_key"].hex() == vectors["keyring"]["index_key"]
+    for key in vectors["keyring"]["keys"]:
+        assert keyring["keys"][key["id"]]["key"].hex() == key["key"]
+
+    for case in vectors["envelopes"]:
+        args = (case["purpose"], case["table"].encode(), bytes.fromhex(case["record_id"]), bytes.fromhex(case["context"]))
+        envelope = bytes.fromhex(case["envelope"])
+        plain = open_envelope(keyring, *args, envelope)
+        assert plain.hex() == case["plaintext"], case["name"]
+        assert reseal(keyring, *args, envelope, plain, case["padded"]) == envelope, case["name"]
+        checked += 1
+
+    for case in vectors["tampered_envelopes"]:
+        args = (case["purpose"], case["table"].encode(), bytes.fromhex(case["record_id"]), bytes.fromhex(case["context"]))
+        try:
+            open_envelope(keyring, *args, bytes.fromhex(case["envelope"]))
+        except FormatError as err:
+            assert err.kind == case["error"], f"{case['name']}: got {err.kind}, expected {case['error']}"
+        else:
+            raise AssertionError(f"tampered vector {case['name']!r} was accepted")
+        checked += 1
+
+    sync = vectors["sync_record"]
+    context = struct.pack(">Q", int(sync["clock"])) + bytes.fromhex(sync["device"])
+    payload = open_envelope(keyring, 3, b"", bytes.fromhex(sync["record_id"]), context, bytes.fromhex(sync["envelope"]))
+    assert payload[0] == 1
+    (table_len,) = struct.unpack(">I", payload[1:5])
+    assert payload[5 : 5 + table_len].decode() == sync["table"]
+    assert payload[5 + table_len :].hex() == sync["row"]
+    envelope = bytes.fromhex(sync["envelope"])
+    assert reseal(keyring, 3, b"", bytes.fromhex(sync["record_id"]), context, envelope, payload, True) == envelope
+    checked += 1
+
+    for case in vectors["blind_ids"]:
+        message = lp(b"persist v1 record id") + keyring["store_id"] + lp(case["table"].encode())
+        message += struct.pack(">H", len(case["key"])) + b"".join(encode_value(v) for v in case["key"])
+        record_id = hmac.new(keyring["index_key"], message, hashlib.sha256).digest()[:16]
+        assert record_id.hex() == case["record_id"], case
+        checked += 1
+
+    for case in vectors["row_codec"]:
+        kind, columns = decode_row(bytes.fromhex(case["encoded"]))
+        assert kind == case["kind"], case["name"]
+        assert columns == case["columns"], case["name"]
+        checked += 1
+
+    sealed_case = vectors["sealed_keyring"]
+    sealed = bytes.fromhex(sealed_case["sealed"])
+    assert sealed[0] == 1, "sealed keyring version"
+    assert sealed[1:17] == keyring["store_id"], "sealed keyring store id"
+    seal_key = hkdf(bytes.fromhex(sealed_case["device_key"]), b"", lp(b"persist v1 keyring seal key"))
+    aad = lp(b"persist v1 sealed keyring") + sealed[:17]
+    assert AESGCM(seal_key).decrypt(sealed[17:29], sealed[29:], aad) == serialized
+    checked += 1
+
+    for case in vectors["exports"]:
+        assert import_export(case["text"], case["passphrase"]) == serialized, case["name"]
+        checked += 1
+    try:
+        import_export(vectors["exports"][1]["text"], "wrong passphrase")
+    except InvalidTag:
+        checked += 1
+    else:
+        raise AssertionError("a wrong passphrase opened the export")
+
+    keyfile = vectors["keyfile"]
+    magic, key_hex, check_hex = keyfile["text"].rstrip("\n").split(" ")
+    assert magic == "persist-device-key-v1", magic
+    assert key_hex == keyfile["key"], "keyfile key"
+    assert hashlib.sha256(bytes.fromhex(key_hex)).digest()[:4].hex() == check_hex
+    checked += 1
+
+    for case in vectors["padding_buckets"]:
+        assert padme(case["length"]) == case["bucket"], case
+        checked += 1
+    return checked
+
+
+def main() -> int:
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("format-v1.json"))
+    checked = check(json.loads(path.read_text(encoding="utf-8")))
+    print(f"{path}: {checked} vectors checked with the Python cryptography package")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

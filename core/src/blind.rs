@@ -32,8 +32,10 @@ pub fn record_id(
     put_lp(&mut message, RECORD_ID_LABEL);
     message.extend_from_slice(store_id.as_bytes());
     put_lp(&mut message, table.as_bytes());
-    // Primary keys have at most as many columns as a row.
-    message.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    // A primary key has at most MAX_COLUMNS (2000) columns, which callers
+    // check when they parse the table, so the count fits in two bytes.
+    let count = u16::try_from(key.len()).unwrap_or(u16::MAX);
+    message.extend_from_slice(&count.to_be_bytes());
     for value in key {
         put_value(&mut message, canonical(*value));
     }

@@ -231,11 +231,18 @@ where
     let columns = columns.into_iter();
     let mut size = 4usize;
     let mut count = 0usize;
+    let mut names = std::collections::HashSet::new();
     for (name, value) in columns.clone() {
         if name.len() > MAX_NAME_LEN {
             return Err(Error::invalid(
                 "column name",
                 format!("{} bytes, over the limit of {MAX_NAME_LEN}", name.len()),
+            ));
+        }
+        if !names.insert(name) {
+            return Err(Error::invalid(
+                "row",
+                format!("column {name:?} appears twice"),
             ));
         }
         count += 1;
@@ -303,6 +310,12 @@ pub fn decode_row(bytes: &[u8]) -> Result<Row, Error> {
     let mut columns: Vec<(String, Value)> = Vec::with_capacity(count.min(reader.remaining()));
     for _ in 0..count {
         let name = reader.lp("column name")?;
+        if name.len() > MAX_NAME_LEN {
+            return Err(reader.error(format!(
+                "a column name is {} bytes, over the limit of {MAX_NAME_LEN}",
+                name.len()
+            )));
+        }
         let name = std::str::from_utf8(name)
             .map_err(|err| reader.error(format!("column name is not UTF-8: {err}")))?
             .to_owned();
@@ -414,13 +427,22 @@ mod tests {
         let err = decode_row(&bytes).unwrap_err().to_string();
         assert!(err.contains("unknown value tag 9"), "{err}");
 
-        let twice = vec![
-            ("a".to_string(), Value::Null),
-            ("a".to_string(), Value::Null),
-        ];
-        let err = decode_row(&encode(RowKind::Row, &twice))
-            .unwrap_err()
-            .to_string();
+        let twice = [("a", ValueRef::Null), ("a", ValueRef::Null)];
+        let err = encode_row(RowKind::Row, twice).unwrap_err().to_string();
+        assert!(err.contains("appears twice"), "{err}");
+
+        let mut bytes = encode(
+            RowKind::Row,
+            &[
+                ("a".to_string(), Value::Null),
+                ("b".to_string(), Value::Null),
+            ],
+        )
+        .to_vec();
+        // The second name's single byte sits before its one-byte NULL value.
+        let second_name = bytes.len() - 2;
+        bytes[second_name] = b'a';
+        let err = decode_row(&bytes).unwrap_err().to_string();
         assert!(err.contains("appears twice"), "{err}");
     }
 

@@ -305,6 +305,9 @@ fn parse_keyfile(text: &[u8]) -> Result<SecretKey, String> {
     if text.len() > KEYFILE_LEN {
         return Err(format!("longer than the {KEYFILE_LEN} bytes of a keyfile"));
     }
+    if text[KEYFILE_LEN - 1] != b'\n' {
+        return Err("damaged: it does not end with a newline".into());
+    }
     let line = std::str::from_utf8(&text[..KEYFILE_LEN - 1])
         .map_err(|_| "damaged: it contains bytes that are not text".to_owned())?;
     let mut fields = line.split(' ');

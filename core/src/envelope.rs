@@ -11,7 +11,9 @@
 //!   authentication key.
 //! - The cipher key is derived with HKDF-SHA256 from the data key, per store,
 //!   purpose and table, so NIST SP 800-38D's budget of 2^32 random-nonce
-//!   encryptions applies to each table and key separately.
+//!   encryptions applies to each table's rows and key separately. Values and
+//!   sync records have no table in their derivation and share one subkey
+//!   per data key and purpose.
 //! - The associated data binds version, key id, store id, purpose, table,
 //!   record id and a caller's context (for synced records the clock value and
 //!   device id), so an envelope moved anywhere else fails authentication.
@@ -49,6 +51,8 @@ pub const MAX_PLAINTEXT: usize = 64 << 20;
 
 /// Number of seals under one subkey after which rotation is recommended:
 /// a quarter of NIST SP 800-38D's limit of 2^32 random-nonce encryptions.
+// NOTE: seals are counted per data key and only in memory ([`Cipher::seal_count`]);
+// no caller persists the count or compares it with this limit yet.
 pub const ROTATION_RECOMMENDED_AFTER: u64 = 1 << 30;
 
 const SUBKEY_LABEL: &[u8] = b"persist v1 subkey";

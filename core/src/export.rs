@@ -38,7 +38,7 @@ const PROTECTION_PASSPHRASE: u8 = 1;
 const CHECKSUM_LEN: usize = 4;
 const SALT_LEN: usize = 16;
 
-/// Maximum length of an export string in characters, ample for a keyring of
+/// Maximum length of an export string in bytes, ample for a keyring of
 /// [`crate::keyring::MAX_KEYS`] keys.
 pub const MAX_EXPORT_LEN: usize = 128 * 1024;
 
@@ -185,7 +185,14 @@ pub(crate) fn export_inner(
 /// As [`import`] for the text form.
 pub fn needs_passphrase(text: &str) -> Result<bool, Error> {
     let payload = decode_text(text)?;
-    Ok(payload.get(1) == Some(&PROTECTION_PASSPHRASE))
+    if payload[0] != EXPORT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            what: "key export",
+            version: payload[0],
+            supported: EXPORT_VERSION,
+        });
+    }
+    Ok(payload[1] == PROTECTION_PASSPHRASE)
 }
 
 /// Imports a keyring from an export string.

@@ -2,7 +2,7 @@
 
 /// Decodes hexadecimal digits of either case; `None` for anything else.
 pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())

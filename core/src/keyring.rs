@@ -403,6 +403,9 @@ impl Keyring {
         let mut keys: Vec<DataKey> = Vec::with_capacity(count);
         for _ in 0..count {
             let id = reader.u32("key id")?;
+            if id == 0 {
+                return Err(reader.error("key id 0 is reserved and names no key"));
+            }
             let created = reader.u64("creation time")?;
             let status_byte = reader.u8("key status")?;
             let status = KeyStatus::from_byte(status_byte).ok_or_else(|| {

@@ -21,10 +21,12 @@ pub enum Padding {
     /// Only the end marker: the ciphertext reveals the exact length.
     None,
     /// Pad to the Padmé bucket of the plaintext, and to at least the bucket
-    /// of `at_least` bytes. A tombstone passes the size of the row it
-    /// replaces, so a delete looks like any other write.
+    /// of a payload of `at_least` bytes. A tombstone passes the payload size
+    /// of the row it replaces, so a delete looks like any other write.
     Bucket {
-        /// A plaintext length the result must not be smaller than.
+        /// A payload length, marker excluded, whose bucket the result must
+        /// reach; values above the envelope's plaintext limit count as the
+        /// limit.
         at_least: usize,
     },
 }
@@ -44,7 +46,8 @@ pub fn pad(buf: &mut Vec<u8>, start: usize, padding: Padding) {
     buf.push(MARKER);
     if let Padding::Bucket { at_least } = padding {
         let len = buf.len() - start;
-        let target = bucket(len).max(bucket(at_least));
+        let floor = at_least.min(crate::envelope::MAX_PLAINTEXT) + 1;
+        let target = bucket(len).max(bucket(floor));
         buf.resize(start + target, 0);
     }
 }
@@ -113,7 +116,19 @@ mod tests {
     fn at_least_raises_bucket() {
         let mut buf = b"tiny".to_vec();
         pad(&mut buf, 0, Padding::Bucket { at_least: 500 });
-        assert_eq!(buf.len(), bucket(500));
+        assert_eq!(buf.len(), bucket(501));
+    }
+
+    #[test]
+    fn at_least_matches_row_at_bucket_edge() {
+        // A 64-byte payload plus its marker crosses into the 72-byte bucket;
+        // a tombstone given that payload size must land in the same bucket.
+        let mut row = vec![1u8; 64];
+        pad(&mut row, 0, Padding::Bucket { at_least: 0 });
+        let mut tombstone = b"key".to_vec();
+        pad(&mut tombstone, 0, Padding::Bucket { at_least: 64 });
+        assert_eq!(row.len(), 72);
+        assert_eq!(tombstone.len(), row.len());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! - AES-256-GCM (NIST SP 800-38D) with 96-bit nonces and 128-bit tags.
 //! - HKDF-SHA256 (RFC 5869) for every derived key.
 //! - HMAC-SHA256 (RFC 2104) for blind ids.
-//! - SHA-256 (FIPS 180-4) for checksums and the write-token hash.
+//! - SHA-256 (FIPS 180-4) for checksums.
 //!
 //! Every variable-length input to a derivation or to associated data is
 //! length-prefixed with [`put_lp`], so no two different inputs encode alike.

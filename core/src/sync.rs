@@ -89,8 +89,8 @@ pub struct SyncRecord {
 
 /// Seals a row (encoded by the row codec) of `table` for the sync server.
 ///
-/// `at_least` is a plaintext size the padding must reach, used so that a
-/// tombstone is as large as the row it replaces.
+/// `at_least` is a payload size whose padding bucket the record must reach,
+/// used so that a tombstone is as large as the row it replaces.
 ///
 /// # Errors
 ///
@@ -224,6 +224,8 @@ mod tests {
         .unwrap();
         let tomb = encode_row(RowKind::Tombstone, [("id", ValueRef::Integer(1))]).unwrap();
         let row_env = seal_record(&cipher, rid, &v, "t", &row, 0).unwrap();
+        // The sync payload is the row plus a version byte and the
+        // length-prefixed table name "t".
         let tomb_env = seal_record(&cipher, rid, &v, "t", &tomb, row.len() + 6).unwrap();
         assert_eq!(row_env.len(), tomb_env.len());
         let record = open_record(&cipher, rid, &v, &tomb_env).unwrap();

@@ -86,7 +86,13 @@ fn encode(kind: RowKind, columns: &[(&str, Value)]) -> Vec<u8> {
         .to_vec()
 }
 
-fn sample_rows() -> Vec<(&'static str, RowKind, Vec<(&'static str, Value)>)> {
+/// A named row for the codec vectors.
+type SampleRow = (&'static str, RowKind, Vec<(&'static str, Value)>);
+
+/// A tampered envelope: name, bytes, table, context, record id, expected error.
+type TamperCase<'a> = (&'a str, Vec<u8>, &'a str, &'a str, Vec<u8>, &'a str);
+
+fn sample_rows() -> Vec<SampleRow> {
     vec![
         (
             "note",
@@ -396,7 +402,7 @@ fn tampered_cases(cipher: &Cipher, envelope: &[u8], record_id: &[u8]) -> Vec<Jso
     version_two[0] = 2;
     let other_record = cipher.record_id("notes", &[ValueRef::Integer(2)]);
 
-    let cases: Vec<(&str, Vec<u8>, &str, &str, Vec<u8>, &str)> = vec![
+    let cases: Vec<TamperCase<'_>> = vec![
         (
             "ciphertext bit flipped",
             flipped_body,

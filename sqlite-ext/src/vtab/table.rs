@@ -5,8 +5,9 @@
 //! - `T_rows(id, rid, env, clock, device, deleted, pushed)`: one row per record,
 //!   with the blind record id, the envelope, the version of the last write,
 //!   a tombstone flag and whether the sync server has the last write. No
-//!   value and no primary key appears here; `id` is a local counter that
-//!   serves as the virtual table's rowid.
+//!   value and no primary key appears here; `id` is a local number that
+//!   serves as the virtual table's rowid, random so that it does not follow
+//!   the insertion order.
 //! - `T_config(key, value)`: the table's logical name, which the envelopes
 //!   and blind ids are bound to and which stays fixed when the table is
 //!   renamed.
@@ -78,7 +79,6 @@ pub struct Table {
     statements: RefCell<HashMap<&'static str, Stmt>>,
     idle_cursors: RefCell<Vec<(Plan, Stmt)>>,
     integer_keys: RefCell<Option<IntegerKeys>>,
-    estimated_rows: i64,
 }
 
 /// The largest INTEGER key seen, valid while no other connection commits.
@@ -214,7 +214,7 @@ impl Table {
         logical: String,
         schema: Schema,
     ) -> Self {
-        let mut table = Self {
+        Self {
             conn,
             db,
             schema_name: schema_name.to_owned(),
@@ -224,10 +224,7 @@ impl Table {
             statements: RefCell::new(HashMap::new()),
             idle_cursors: RefCell::new(Vec::new()),
             integer_keys: RefCell::new(None),
-            estimated_rows: 1_000_000,
-        };
-        table.estimated_rows = table.estimate_rows().unwrap_or(1_000_000);
-        table
+        }
     }
 
     /// The table's current name.
@@ -235,17 +232,11 @@ impl Table {
         self.name.borrow().clone()
     }
 
-    /// Estimated number of rows, for the planner.
+    /// Estimated number of rows, for the planner. Rowids are random and a
+    /// count would read the whole table, so this is a fixed guess: the
+    /// planner only has to prefer a key lookup to a scan.
     pub fn estimated_rows(&self) -> i64 {
-        self.estimated_rows
-    }
-
-    fn estimate_rows(&self) -> Result<i64, ExtError> {
-        let mut select = self
-            .db
-            .prepare(&format!("SELECT max(id) FROM {}", self.shadow("rows")))?;
-        select.step()?;
-        Ok(select.column_i64(0).max(1))
+        100_000
     }
 
     /// The quoted, schema-qualified name of shadow table `suffix`.
@@ -560,26 +551,7 @@ impl Table {
             None => {
                 let version = store.next_version(None);
                 let envelope = self.seal(store, &rid, &bytes, Padding::None)?;
-                self.with_statement(
-                    "insert",
-                    |t| {
-                        format!(
-                            "INSERT INTO {}(rid, env, clock, device, deleted, pushed) \
-                             VALUES (?1, ?2, ?3, ?4, 0, 0)",
-                            t.shadow("rows")
-                        )
-                    },
-                    |stmt| {
-                        stmt.bind_blob(1, rid.as_bytes())?;
-                        stmt.bind_blob(2, &envelope)?;
-                        stmt.bind_i64(3, clock_to_sql(version.clock))?;
-                        stmt.bind_blob(4, version.device.as_bytes())?;
-                        stmt.execute()
-                    },
-                )?;
-                // SAFETY: the connection is live; this reads the rowid of the
-                // INSERT just run on it.
-                unsafe { ffi::sqlite3_last_insert_rowid(self.db.raw()) }
+                self.insert_shadow(&rid, &envelope, &version, false)?
             }
         };
         self.note_integer_key(&values);
@@ -627,26 +599,62 @@ impl Table {
             )?;
         }
         self.write_live(store, rowid, &rid, &bytes, superseded.as_ref())?;
-        let tombstone = self.tombstone(store, &old, &stored)?;
-        self.with_statement(
-            "insert_tombstone",
-            |t| {
-                format!(
-                    "INSERT INTO {}(rid, env, clock, device, deleted, pushed) \
-                     VALUES (?1, ?2, ?3, ?4, 1, 0)",
-                    t.shadow("rows")
-                )
-            },
-            |stmt| {
-                stmt.bind_blob(1, stored.rid.as_bytes())?;
-                stmt.bind_blob(2, &tombstone.1)?;
-                stmt.bind_i64(3, clock_to_sql(tombstone.0.clock))?;
-                stmt.bind_blob(4, tombstone.0.device.as_bytes())?;
-                stmt.execute()
-            },
-        )?;
+        let (version, envelope) = self.tombstone(store, &old, &stored)?;
+        self.insert_shadow(&stored.rid, &envelope, &version, true)?;
         self.note_integer_key(&values);
         Ok(())
+    }
+
+    /// Inserts a shadow row under a fresh random rowid and returns it.
+    ///
+    /// Rowids are random rather than sequential because a counter would
+    /// follow the insertion order, which for tables with ascending keys
+    /// would put every primary key value in the file in plaintext.
+    fn insert_shadow(
+        &self,
+        rid: &RecordId,
+        envelope: &[u8],
+        version: &Version,
+        deleted: bool,
+    ) -> Result<i64, ExtError> {
+        // A collision among 2^63 values is vanishingly rare; a few retries
+        // make it impossible to fail for that reason in practice.
+        for _ in 0..4 {
+            let rowid = random_rowid()?;
+            let inserted = self.with_statement(
+                "insert",
+                |t| {
+                    format!(
+                        "INSERT INTO {}(id, rid, env, clock, device, deleted, pushed) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+                        t.shadow("rows")
+                    )
+                },
+                |stmt| {
+                    stmt.bind_i64(1, rowid)?;
+                    stmt.bind_blob(2, rid.as_bytes())?;
+                    stmt.bind_blob(3, envelope)?;
+                    stmt.bind_i64(4, clock_to_sql(version.clock))?;
+                    stmt.bind_blob(5, version.device.as_bytes())?;
+                    stmt.bind_i64(6, i64::from(deleted))?;
+                    stmt.execute()
+                },
+            );
+            match inserted {
+                Ok(()) => return Ok(rowid),
+                Err(ExtError::Sqlite { code, .. })
+                    if code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY && !self.rid_exists(rid)? => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Err(ExtError::usage(format!(
+            "encrypted table {}: no free random rowid found after 4 tries",
+            self.name()
+        )))
+    }
+
+    fn rid_exists(&self, rid: &RecordId) -> Result<bool, ExtError> {
+        Ok(self.find(rid)?.is_some())
     }
 
     fn delete(&self, store: &OpenStore, rowid: i64) -> Result<(), ExtError> {
@@ -926,6 +934,13 @@ impl Table {
             },
         )
     }
+}
+
+/// A random positive rowid.
+fn random_rowid() -> Result<i64, ExtError> {
+    let bytes: [u8; 8] =
+        persist_core::random::array().context_with(|| "generating a rowid".into())?;
+    Ok((i64::from_be_bytes(bytes) & i64::MAX).max(1))
 }
 
 fn read_stored(stmt: &mut Stmt) -> Result<Option<Stored>, ExtError> {

@@ -652,6 +652,29 @@ mod tests {
         assert!(err.contains("chmod 600"), "{err}");
     }
 
+    /// Runs against a real Secret Service; `scripts/test` starts one with
+    /// gnome-keyring-daemon inside dbus-run-session and runs the ignored tests.
+    #[cfg(feature = "keychain")]
+    #[test]
+    #[ignore = "needs a Secret Service on the D-Bus session bus"]
+    fn keychain_stores_and_reloads_key() {
+        // A name of this process alone, so no default keyfile exists for it.
+        let store = format!("persist-test-{}", std::process::id());
+
+        let created = load_or_create(&store, &KeySource::Default, true).unwrap();
+        assert_eq!(created.location(), &KeyLocation::Keychain);
+        assert!(created.was_created());
+        let loaded = load_or_create(&store, &KeySource::Default, false).unwrap();
+        assert_eq!(loaded.location(), &KeyLocation::Keychain);
+        assert!(!loaded.was_created());
+        assert!(loaded.secret() == created.secret());
+        assert!(!default_keyfile(&store).unwrap().exists());
+
+        delete_keychain_entry(&store).unwrap();
+        let err = load_or_create(&store, &KeySource::Default, false).err().unwrap();
+        assert!(matches!(err, Error::DeviceKeyNotFound { .. }), "{err}");
+    }
+
     #[test]
     fn store_names_are_checked() {
         for good in ["a", "my-app", "chinook_2", "A.b"] {

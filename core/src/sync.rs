@@ -85,6 +85,8 @@ pub struct SyncRecord {
     pub table: String,
     /// The row, or the tombstone of a deleted row.
     pub row: Row,
+    /// The row codec bytes of `row`, ready to be sealed again locally.
+    pub row_bytes: Zeroizing<Vec<u8>>,
 }
 
 /// Seals a row (encoded by the row codec) of `table` for the sync server.
@@ -149,8 +151,13 @@ pub fn open_record(
     let table = std::str::from_utf8(reader.lp("table")?)
         .map_err(|err| reader.error(format!("table name is not UTF-8: {err}")))?
         .to_owned();
-    let row = codec::decode_row(reader.rest())?;
-    Ok(SyncRecord { table, row })
+    let row_bytes = Zeroizing::new(reader.rest().to_vec());
+    let row = codec::decode_row(&row_bytes)?;
+    Ok(SyncRecord {
+        table,
+        row,
+        row_bytes,
+    })
 }
 
 #[cfg(test)]

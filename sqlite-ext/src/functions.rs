@@ -8,6 +8,8 @@
 //! | `persist_export([passphrase])` | direct only | TEXT export string |
 //! | `persist_status()` | | JSON status, never key material |
 //! | `persist_close()` | direct only | 1 if a store was closed, else 0 |
+//! | `persist_sync(conninfo)` | direct only | JSON summary |
+//! | `persist_quarantined()` | | JSON list of quarantined records |
 //! | `persist_version()` | deterministic, innocuous | TEXT |
 //!
 //! None that uses a random nonce or the connection's keys is deterministic.
@@ -69,6 +71,14 @@ pub fn register(db: &rusqlite::Connection, conn: &Arc<Connection>) -> rusqlite::
         let closed = state.current().is_some();
         state.set_store(None);
         Ok(SqlValue::Integer(i64::from(closed)))
+    })?;
+    let state = Arc::clone(conn);
+    db.create_scalar_function(c"persist_sync", 1, direct, move |ctx| {
+        sql_result(persist_sync(&state, ctx))
+    })?;
+    let state = Arc::clone(conn);
+    db.create_scalar_function(c"persist_quarantined", 0, plain, move |_ctx| {
+        sql_result(crate::sync::quarantined(state.db).map(SqlValue::Text))
     })?;
     db.create_scalar_function(c"persist_version", 0, pure, |_ctx| {
         Ok(SqlValue::Text(env!("CARGO_PKG_VERSION").to_owned()))
@@ -329,6 +339,24 @@ fn persist_export(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtE
     Ok(SqlValue::Text(text.to_string()))
 }
 
+fn persist_sync(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtError> {
+    let conninfo = match ctx.get_raw(0) {
+        SqlRef::Text(bytes) => std::str::from_utf8(bytes).map_err(|_| {
+            ExtError::usage("persist_sync: argument 1 (connection string) is not valid UTF-8")
+        })?,
+        other => {
+            return Err(wrong_type(
+                "persist_sync",
+                1,
+                "connection string",
+                "TEXT, a libpq connection string or postgresql:// URI",
+                other,
+            ));
+        }
+    };
+    Ok(SqlValue::Text(crate::sync::run(conn, conninfo)?))
+}
+
 fn persist_status(conn: &Connection) -> Result<SqlValue, ExtError> {
     use std::sync::atomic::Ordering;
     let counters = json!({
@@ -354,7 +382,7 @@ fn persist_status(conn: &Connection) -> Result<SqlValue, ExtError> {
             })
         })
         .collect();
-    let tables = crate::vtab::table_names(conn.db)?;
+    let tables = crate::vtab::shadow::table_names(conn.db)?;
     Ok(SqlValue::Text(
         json!({
             "open": true,

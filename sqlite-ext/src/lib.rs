@@ -22,6 +22,7 @@ pub mod error;
 pub mod functions;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod vtab;
 
 use std::sync::Arc;

@@ -454,6 +454,7 @@ pub fn init(
         )));
     }
     let (store, report) = open(conn.db, name, options)?;
+    crate::sync::create_tables(conn.db)?;
     let json = report.to_json(&store);
     conn.set_store(Some(Arc::new(store)));
     Ok(json)

@@ -10,6 +10,7 @@
 //! defensive mode SQLite then rejects direct writes to them.
 
 pub mod schema;
+pub mod shadow;
 pub mod table;
 
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -86,23 +87,6 @@ unsafe extern "C" fn drop_aux(aux: *mut c_void) {
     let result = catch_unwind(|| unsafe { drop(Arc::from_raw(aux as *const Connection)) });
     // A panic while dropping cannot be reported anywhere; it is contained.
     let _ = result;
-}
-
-/// The names of the encrypted tables in the main database.
-///
-/// # Errors
-///
-/// SQLite's errors.
-pub fn table_names(db: Db) -> Result<Vec<String>, ExtError> {
-    let mut select = db.prepare(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' \
-         AND sql LIKE 'CREATE VIRTUAL TABLE%USING persist%' ORDER BY name",
-    )?;
-    let mut names = Vec::new();
-    while select.step()? == Step::Row {
-        names.push(select.column_text(0));
-    }
-    Ok(names)
 }
 
 static MODULE: ffi::sqlite3_module = build_module();

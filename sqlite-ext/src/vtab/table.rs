@@ -1,39 +1,27 @@
-//! An encrypted table: plans, reads and writes on its shadow tables.
+//! An encrypted table: SQL semantics on top of its shadow tables.
 //!
-//! Each encrypted table `T` keeps its rows in two ordinary tables:
-//!
-//! - `T_rows(id, rid, env, clock, device, deleted, pushed)`: one row per record,
-//!   with the blind record id, the envelope, the version of the last write,
-//!   a tombstone flag and whether the sync server has the last write. No
-//!   value and no primary key appears here; `id` is a local number that
-//!   serves as the virtual table's rowid, random so that it does not follow
-//!   the insertion order.
-//! - `T_config(key, value)`: the table's logical name, which the envelopes
-//!   and blind ids are bound to and which stays fixed when the table is
-//!   renamed.
-//!
-//! A primary-key equality (or IN) lookup computes the blind id and reads one
-//! row through the unique index on `rid`; anything else scans `T_rows`, one
-//! row at a time.
+//! [`Table`] turns xUpdate calls into shadow rows: it applies column
+//! affinity, enforces NOT NULL and primary-key uniqueness with SQLite's usual
+//! errors, computes blind record ids, seals rows and leaves tombstones for
+//! deletes. Storage itself is [`Shadow`]'s. A primary-key equality (or IN)
+//! lookup computes the blind id and reads one row through the unique index on
+//! `rid`; anything else scans, one row at a time.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::c_int;
 use std::sync::Arc;
 
 use persist_core::codec::{self, Row, RowKind, Value, ValueRef};
 use persist_core::sync::Version;
-use persist_core::{DeviceId, Location, Padding, Purpose, RecordId, envelope};
+use persist_core::{Padding, RecordId, envelope};
 use rusqlite::ffi;
 
 use super::schema::{ROW_KEY_COLUMN, Schema};
+use super::shadow::{Plan as ShadowPlan, Shadow, Stored};
 use crate::affinity::{self, Converted};
-use crate::db::{Db, Step, Stmt, quote_identifier};
+use crate::db::{Db, Step, Stmt};
 use crate::error::{CoreContext, ExtError};
 use crate::state::{Connection, OpenStore};
-
-/// Format version of the shadow tables.
-pub const SHADOW_VERSION: i64 = 1;
 
 /// How xFilter finds rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,19 +53,23 @@ impl Plan {
             Self::Rowid => 2,
         }
     }
+
+    fn shadow_plan(self) -> ShadowPlan {
+        match self {
+            Self::Scan => ShadowPlan::Scan,
+            Self::PrimaryKey => ShadowPlan::RecordId,
+            Self::Rowid => ShadowPlan::Rowid,
+        }
+    }
 }
 
 /// One encrypted table on one connection.
 pub struct Table {
     conn: Arc<Connection>,
     db: Db,
-    schema_name: String,
-    name: RefCell<String>,
-    logical: String,
     /// The parsed column definitions.
     pub schema: Schema,
-    statements: RefCell<HashMap<&'static str, Stmt>>,
-    idle_cursors: RefCell<Vec<(Plan, Stmt)>>,
+    shadow: Shadow,
     integer_keys: RefCell<Option<IntegerKeys>>,
 }
 
@@ -88,17 +80,9 @@ struct IntegerKeys {
     max: i64,
 }
 
-/// A shadow row read for an update or delete.
-struct Stored {
-    rowid: i64,
-    rid: RecordId,
-    envelope: Vec<u8>,
-    version: Version,
-    deleted: bool,
-}
-
 impl Table {
-    /// Creates the shadow tables of a new encrypted table.
+    /// Creates a new encrypted table and its shadow tables, and applies the
+    /// records that sync received for it before it existed.
     ///
     /// # Errors
     ///
@@ -111,48 +95,15 @@ impl Table {
         name: &str,
         schema: Schema,
     ) -> Result<Self, ExtError> {
-        conn.store().map_err(|_| {
+        let store = conn.store().map_err(|_| {
             ExtError::usage(format!(
                 "cannot create encrypted table {name}: no Persist store is open on this \
                  connection; call SELECT persist_init('<store name>') first"
             ))
         })?;
-        let table = Self::new(conn, db, schema_name, name, name.to_owned(), schema);
-        let rows = table.shadow("rows");
-        let config = table.shadow("config");
-        let index = quote_identifier(&format!("{name}_rows_unpushed"));
-        let schema_q = quote_identifier(schema_name);
-        db.exec(&format!(
-            "CREATE TABLE {rows}(
-                 id INTEGER PRIMARY KEY,
-                 rid BLOB NOT NULL UNIQUE,
-                 env BLOB NOT NULL,
-                 clock INTEGER NOT NULL,
-                 device BLOB NOT NULL,
-                 deleted INTEGER NOT NULL DEFAULT 0,
-                 pushed INTEGER NOT NULL DEFAULT 0);
-             CREATE INDEX {schema_q}.{index} ON {}(pushed) WHERE pushed = 0;
-             CREATE TABLE {config}(key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID;",
-            quote_identifier(&format!("{name}_rows"))
-        ))
-        .map_err(|err| {
-            ExtError::usage(format!(
-                "cannot create encrypted table {name}: its shadow tables cannot be created \
-                 ({err}); drop leftover tables {name}_rows and {name}_config first"
-            ))
-        })?;
-        let mut insert =
-            db.prepare(&format!("INSERT INTO {config}(key, value) VALUES (?1, ?2)"))?;
-        for (key, value) in [
-            ("logical_name", ValueRef::Text(name)),
-            ("version", ValueRef::Integer(SHADOW_VERSION)),
-            ("declaration", ValueRef::Text(&table.schema.declaration())),
-        ] {
-            insert.bind_text(1, key)?;
-            insert.bind(2, value)?;
-            insert.execute()?;
-        }
-        Ok(table)
+        let shadow = Shadow::create(db, schema_name, name, &schema.declaration())?;
+        crate::sync::apply_inbox(&store, &conn.counters, &shadow)?;
+        Ok(Self::new(conn, db, shadow, schema))
     }
 
     /// Connects to an existing encrypted table.
@@ -168,68 +119,23 @@ impl Table {
         name: &str,
         schema: Schema,
     ) -> Result<Self, ExtError> {
-        let config = format!(
-            "{}.{}",
-            quote_identifier(schema_name),
-            quote_identifier(&format!("{name}_config"))
-        );
-        let missing = |err: ExtError| {
-            ExtError::usage(format!(
-                "encrypted table {name} is damaged: its shadow table {name}_config cannot be \
-                 read ({err})"
-            ))
-        };
-        let mut select = db
-            .prepare(&format!("SELECT key, value FROM {config}"))
-            .map_err(missing)?;
-        let mut logical = None;
-        let mut version = None;
-        while select.step().map_err(missing)? == Step::Row {
-            match select.column_text(0).as_str() {
-                "logical_name" => logical = Some(select.column_text(1)),
-                "version" => version = Some(select.column_i64(1)),
-                _ => {}
-            }
-        }
-        drop(select);
-        if version != Some(SHADOW_VERSION) {
-            return Err(ExtError::usage(format!(
-                "encrypted table {name} has shadow table version {version:?}, but this build \
-                 of Persist reads version {SHADOW_VERSION}"
-            )));
-        }
-        let logical = logical.ok_or_else(|| {
-            ExtError::usage(format!(
-                "encrypted table {name} is damaged: {name}_config has no logical_name"
-            ))
-        })?;
-        Ok(Self::new(conn, db, schema_name, name, logical, schema))
+        let shadow = Shadow::open(db, schema_name, name)?;
+        Ok(Self::new(conn, db, shadow, schema))
     }
 
-    fn new(
-        conn: Arc<Connection>,
-        db: Db,
-        schema_name: &str,
-        name: &str,
-        logical: String,
-        schema: Schema,
-    ) -> Self {
+    fn new(conn: Arc<Connection>, db: Db, shadow: Shadow, schema: Schema) -> Self {
         Self {
             conn,
             db,
-            schema_name: schema_name.to_owned(),
-            name: RefCell::new(name.to_owned()),
-            logical,
             schema,
-            statements: RefCell::new(HashMap::new()),
-            idle_cursors: RefCell::new(Vec::new()),
+            shadow,
             integer_keys: RefCell::new(None),
         }
     }
 
     /// The table's current name.
     pub fn name(&self) -> String {
-        self.name.borrow().clone()
+        self.shadow.name()
     }
 
     /// Estimated number of rows, for the planner. Rowids are random and a
@@ -239,27 +145,13 @@ impl Table {
         100_000
     }
 
-    /// The quoted, schema-qualified name of shadow table `suffix`.
-    fn shadow(&self, suffix: &str) -> String {
-        format!(
-            "{}.{}",
-            quote_identifier(&self.schema_name),
-            quote_identifier(&format!("{}_{suffix}", self.name.borrow()))
-        )
-    }
-
     /// Drops the shadow tables.
     ///
     /// # Errors
     ///
     /// SQLite's errors.
     pub fn destroy(&self) -> Result<(), ExtError> {
-        self.forget_statements();
-        self.db.exec(&format!(
-            "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-            self.shadow("rows"),
-            self.shadow("config")
-        ))
+        self.shadow.destroy()
     }
 
     /// Renames the shadow tables along with the table.
@@ -268,81 +160,22 @@ impl Table {
     ///
     /// SQLite's errors.
     pub fn rename(&self, new_name: &str) -> Result<(), ExtError> {
-        self.forget_statements();
-        // Index names are not renamed with their table, and a leftover name
-        // would collide with the index of a new table of the old name.
-        self.db.exec(&format!(
-            "DROP INDEX IF EXISTS {schema}.{old};
-             CREATE INDEX {schema}.{new} ON {rows}(pushed) WHERE pushed = 0;",
-            schema = quote_identifier(&self.schema_name),
-            old = quote_identifier(&format!("{}_rows_unpushed", self.name.borrow())),
-            new = quote_identifier(&format!("{new_name}_rows_unpushed")),
-            rows = quote_identifier(&format!("{}_rows", self.name.borrow())),
-        ))?;
-        for suffix in ["rows", "config"] {
-            self.db.exec(&format!(
-                "ALTER TABLE {} RENAME TO {}",
-                self.shadow(suffix),
-                quote_identifier(&format!("{new_name}_{suffix}"))
-            ))?;
-        }
-        *self.name.borrow_mut() = new_name.to_owned();
-        Ok(())
+        self.shadow.rename(new_name)
     }
 
-    fn forget_statements(&self) {
-        self.statements.borrow_mut().clear();
-        self.idle_cursors.borrow_mut().clear();
-    }
-
-    /// Runs `body` with the cached statement `key`, preparing it from `sql`
-    /// on first use.
-    fn with_statement<T>(
-        &self,
-        key: &'static str,
-        sql: impl FnOnce(&Self) -> String,
-        body: impl FnOnce(&mut Stmt) -> Result<T, ExtError>,
-    ) -> Result<T, ExtError> {
-        let cached = self.statements.borrow_mut().remove(key);
-        let mut stmt = match cached {
-            Some(stmt) => stmt,
-            None => self.db.prepare_persistent(&sql(self))?,
-        };
-        let result = body(&mut stmt);
-        stmt.reset();
-        self.statements.borrow_mut().insert(key, stmt);
-        result
-    }
-
-    /// Takes an idle statement for a cursor with `plan`, or prepares one.
+    /// Takes a statement for a cursor with `plan`; it selects `id, rid, env`.
     ///
     /// # Errors
     ///
     /// SQLite's errors.
     pub fn cursor_statement(&self, plan: Plan) -> Result<Stmt, ExtError> {
-        let mut idle = self.idle_cursors.borrow_mut();
-        if let Some(position) = idle.iter().position(|(p, _)| *p == plan) {
-            return Ok(idle.swap_remove(position).1);
-        }
-        drop(idle);
-        let rows = self.shadow("rows");
-        let sql = match plan {
-            Plan::Scan => format!("SELECT id, rid, env FROM {rows} WHERE deleted = 0"),
-            Plan::PrimaryKey => {
-                format!("SELECT id, rid, env FROM {rows} WHERE rid = ?1 AND deleted = 0")
-            }
-            Plan::Rowid => format!("SELECT id, rid, env FROM {rows} WHERE id = ?1 AND deleted = 0"),
-        };
-        self.db.prepare_persistent(&sql)
+        self.shadow.cursor_statement(plan.shadow_plan())
     }
 
     /// Returns a cursor's statement for reuse.
-    pub fn release_cursor_statement(&self, plan: Plan, mut stmt: Stmt) {
-        stmt.reset();
-        let mut idle = self.idle_cursors.borrow_mut();
-        if idle.len() < 8 {
-            idle.push((plan, stmt));
-        }
+    pub fn release_cursor_statement(&self, plan: Plan, stmt: Stmt) {
+        self.shadow
+            .release_cursor_statement(plan.shadow_plan(), stmt);
     }
 
     fn store(&self) -> Result<Arc<OpenStore>, ExtError> {
@@ -355,15 +188,6 @@ impl Table {
         })
     }
 
-    fn row_location<'a>(&'a self, rid: &'a RecordId) -> Location<'a> {
-        Location {
-            purpose: Purpose::Row,
-            table: &self.logical,
-            record_id: rid.as_bytes(),
-            context: b"",
-        }
-    }
-
     /// Opens and decodes the envelope of shadow row `rowid`.
     ///
     /// # Errors
@@ -372,19 +196,8 @@ impl Table {
     /// open or decode.
     pub fn open_row(&self, rowid: i64, rid: &[u8], envelope: &[u8]) -> Result<Row, ExtError> {
         let store = self.store()?;
-        let context = || {
-            format!(
-                "encrypted table {}, row {rowid}: the stored envelope cannot be decrypted",
-                self.name()
-            )
-        };
-        let rid = RecordId::from_slice(rid).context_with(context)?;
-        let plaintext = store
-            .cipher
-            .open(&self.row_location(&rid), envelope)
-            .context_with(context)?;
-        self.conn.counters.count_open();
-        codec::decode_row(&plaintext).context_with(context)
+        self.shadow
+            .open_row(&store, &self.conn.counters, rowid, rid, envelope)
     }
 
     /// The blind record id of a primary key given as filter arguments, or
@@ -414,7 +227,7 @@ impl Table {
             values.push(value);
         }
         let refs: Vec<ValueRef<'_>> = values.iter().map(Converted::as_ref).collect();
-        Ok(Some(store.cipher.record_id(&self.logical, &refs)))
+        Ok(Some(store.cipher.record_id(self.shadow.logical(), &refs)))
     }
 
     /// Applies an xUpdate call: a delete, an insert or an update.
@@ -521,7 +334,7 @@ impl Table {
             None
         };
         let rid = self.record_id(store, &values, row_key.as_ref());
-        let existing = self.find(&rid)?;
+        let existing = self.shadow.find(&rid)?;
 
         if let Some(existing) = existing.as_ref().filter(|stored| !stored.deleted) {
             if self.db.on_conflict() != ffi::SQLITE_REPLACE {
@@ -551,7 +364,8 @@ impl Table {
             None => {
                 let version = store.next_version(None);
                 let envelope = self.seal(store, &rid, &bytes, Padding::None)?;
-                self.insert_shadow(&rid, &envelope, &version, false)?
+                self.shadow
+                    .insert(&rid, &envelope, &version, false, false)?
             }
         };
         self.note_integer_key(&values);
@@ -565,7 +379,7 @@ impl Table {
         mut values: Vec<Converted<'_>>,
     ) -> Result<(), ExtError> {
         self.check_values(&mut values, false)?;
-        let stored = self.find_rowid(rowid)?.ok_or_else(|| {
+        let stored = self.shadow.find_rowid(rowid)?.ok_or_else(|| {
             ExtError::usage(format!(
                 "encrypted table {}: row {rowid} to update does not exist",
                 self.name()
@@ -582,106 +396,31 @@ impl Table {
 
         // The primary key changed: the new key must be free (or replaced),
         // and the old key leaves a tombstone.
-        let conflict = self.find(&rid)?;
+        let conflict = self.shadow.find(&rid)?;
         let mut superseded = Some(stored.version);
         if let Some(conflict) = &conflict {
             if !conflict.deleted && self.db.on_conflict() != ffi::SQLITE_REPLACE {
                 return Err(self.unique_error());
             }
             superseded = superseded.max(Some(conflict.version));
-            self.with_statement(
-                "delete_rid",
-                |t| format!("DELETE FROM {} WHERE rid = ?1", t.shadow("rows")),
-                |stmt| {
-                    stmt.bind_blob(1, conflict.rid.as_bytes())?;
-                    stmt.execute()
-                },
-            )?;
+            self.shadow.delete(&conflict.rid)?;
         }
         self.write_live(store, rowid, &rid, &bytes, superseded.as_ref())?;
         let (version, envelope) = self.tombstone(store, &old, &stored)?;
-        self.insert_shadow(&stored.rid, &envelope, &version, true)?;
+        self.shadow
+            .insert(&stored.rid, &envelope, &version, true, false)?;
         self.note_integer_key(&values);
         Ok(())
     }
 
-    /// Inserts a shadow row under a fresh random rowid and returns it.
-    ///
-    /// Rowids are random rather than sequential because a counter would
-    /// follow the insertion order, which for tables with ascending keys
-    /// would put every primary key value in the file in plaintext.
-    fn insert_shadow(
-        &self,
-        rid: &RecordId,
-        envelope: &[u8],
-        version: &Version,
-        deleted: bool,
-    ) -> Result<i64, ExtError> {
-        // A collision among 2^63 values is vanishingly rare; a few retries
-        // make it impossible to fail for that reason in practice.
-        for _ in 0..4 {
-            let rowid = random_rowid()?;
-            let inserted = self.with_statement(
-                "insert",
-                |t| {
-                    format!(
-                        "INSERT INTO {}(id, rid, env, clock, device, deleted, pushed) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
-                        t.shadow("rows")
-                    )
-                },
-                |stmt| {
-                    stmt.bind_i64(1, rowid)?;
-                    stmt.bind_blob(2, rid.as_bytes())?;
-                    stmt.bind_blob(3, envelope)?;
-                    stmt.bind_i64(4, clock_to_sql(version.clock))?;
-                    stmt.bind_blob(5, version.device.as_bytes())?;
-                    stmt.bind_i64(6, i64::from(deleted))?;
-                    stmt.execute()
-                },
-            );
-            match inserted {
-                Ok(()) => return Ok(rowid),
-                Err(ExtError::Sqlite { code, .. })
-                    if code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY && !self.rid_exists(rid)? => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Err(ExtError::usage(format!(
-            "encrypted table {}: no free random rowid found after 4 tries",
-            self.name()
-        )))
-    }
-
-    fn rid_exists(&self, rid: &RecordId) -> Result<bool, ExtError> {
-        Ok(self.find(rid)?.is_some())
-    }
-
     fn delete(&self, store: &OpenStore, rowid: i64) -> Result<(), ExtError> {
-        let Some(stored) = self.find_rowid(rowid)? else {
+        let Some(stored) = self.shadow.find_rowid(rowid)? else {
             return Ok(());
         };
         let old = self.open_row(rowid, stored.rid.as_bytes(), &stored.envelope)?;
         let (version, envelope) = self.tombstone(store, &old, &stored)?;
-        self.with_statement(
-            "write",
-            |t| {
-                format!(
-                    "UPDATE {} SET rid = ?2, env = ?3, clock = ?4, device = ?5, deleted = ?6, \
-                     pushed = 0 WHERE id = ?1",
-                    t.shadow("rows")
-                )
-            },
-            |stmt| {
-                stmt.bind_i64(1, rowid)?;
-                stmt.bind_blob(2, stored.rid.as_bytes())?;
-                stmt.bind_blob(3, &envelope)?;
-                stmt.bind_i64(4, clock_to_sql(version.clock))?;
-                stmt.bind_blob(5, version.device.as_bytes())?;
-                stmt.bind_i64(6, 1)?;
-                stmt.execute()
-            },
-        )
+        self.shadow
+            .write(rowid, &stored.rid, &envelope, &version, true, false)
     }
 
     /// Seals a tombstone for a deleted row, padded to the size of the row.
@@ -735,25 +474,8 @@ impl Table {
     ) -> Result<(), ExtError> {
         let version = store.next_version(current);
         let envelope = self.seal(store, rid, bytes, Padding::None)?;
-        self.with_statement(
-            "write",
-            |t| {
-                format!(
-                    "UPDATE {} SET rid = ?2, env = ?3, clock = ?4, device = ?5, deleted = ?6, \
-                     pushed = 0 WHERE id = ?1",
-                    t.shadow("rows")
-                )
-            },
-            |stmt| {
-                stmt.bind_i64(1, rowid)?;
-                stmt.bind_blob(2, rid.as_bytes())?;
-                stmt.bind_blob(3, &envelope)?;
-                stmt.bind_i64(4, clock_to_sql(version.clock))?;
-                stmt.bind_blob(5, version.device.as_bytes())?;
-                stmt.bind_i64(6, 0)?;
-                stmt.execute()
-            },
-        )
+        self.shadow
+            .write(rowid, rid, &envelope, &version, false, false)
     }
 
     fn seal(
@@ -763,12 +485,8 @@ impl Table {
         bytes: &[u8],
         padding: Padding,
     ) -> Result<Vec<u8>, ExtError> {
-        let envelope = store
-            .cipher
-            .seal(&self.row_location(rid), bytes, padding)
-            .context_with(|| format!("encrypted table {}: sealing a row", self.name()))?;
-        self.conn.counters.count_seal();
-        Ok(envelope)
+        self.shadow
+            .seal(store, &self.conn.counters, rid, bytes, padding)
     }
 
     fn record_id(
@@ -780,7 +498,7 @@ impl Table {
         match row_key {
             Some(key) => store
                 .cipher
-                .record_id(&self.logical, &[ValueRef::Blob(key)]),
+                .record_id(self.shadow.logical(), &[ValueRef::Blob(key)]),
             None => {
                 let key: Vec<ValueRef<'_>> = self
                     .schema
@@ -788,7 +506,7 @@ impl Table {
                     .iter()
                     .map(|index| values[*index].as_ref())
                     .collect();
-                store.cipher.record_id(&self.logical, &key)
+                store.cipher.record_id(self.shadow.logical(), &key)
             }
         }
     }
@@ -841,44 +559,11 @@ impl Table {
         Ok(bytes.to_vec())
     }
 
-    fn find(&self, rid: &RecordId) -> Result<Option<Stored>, ExtError> {
-        self.with_statement(
-            "find_rid",
-            |t| {
-                format!(
-                    "SELECT id, rid, env, clock, device, deleted FROM {} WHERE rid = ?1",
-                    t.shadow("rows")
-                )
-            },
-            |stmt| {
-                stmt.bind_blob(1, rid.as_bytes())?;
-                read_stored(stmt)
-            },
-        )
-    }
-
-    fn find_rowid(&self, rowid: i64) -> Result<Option<Stored>, ExtError> {
-        self.with_statement(
-            "find_rowid",
-            |t| {
-                format!(
-                    "SELECT id, rid, env, clock, device, deleted FROM {} \
-                     WHERE id = ?1 AND deleted = 0",
-                    t.shadow("rows")
-                )
-            },
-            |stmt| {
-                stmt.bind_i64(1, rowid)?;
-                read_stored(stmt)
-            },
-        )
-    }
-
     /// The next free INTEGER key: one more than the largest key in the
     /// table, found by a scan the first time and tracked afterwards for as
     /// long as no other connection commits.
     fn next_integer_key(&self) -> Result<i64, ExtError> {
-        let data_version = self.data_version()?;
+        let data_version = self.shadow.data_version()?;
         let cached = *self.integer_keys.borrow();
         let max = match cached {
             Some(keys) if keys.data_version == data_version => keys.max,
@@ -923,53 +608,4 @@ impl Table {
         self.release_cursor_statement(Plan::Scan, stmt);
         Ok(max)
     }
-
-    fn data_version(&self) -> Result<i64, ExtError> {
-        self.with_statement(
-            "data_version",
-            |t| format!("PRAGMA {}.data_version", quote_identifier(&t.schema_name)),
-            |stmt| {
-                stmt.step()?;
-                Ok(stmt.column_i64(0))
-            },
-        )
-    }
-}
-
-/// A random positive rowid.
-fn random_rowid() -> Result<i64, ExtError> {
-    let bytes: [u8; 8] =
-        persist_core::random::array().context_with(|| "generating a rowid".into())?;
-    Ok((i64::from_be_bytes(bytes) & i64::MAX).max(1))
-}
-
-fn read_stored(stmt: &mut Stmt) -> Result<Option<Stored>, ExtError> {
-    if stmt.step()? == Step::Done {
-        return Ok(None);
-    }
-    let rid = RecordId::from_slice(&stmt.column_blob(1))
-        .context_with(|| "a shadow row has a malformed record id".into())?;
-    let device = DeviceId::from_slice(&stmt.column_blob(4))
-        .context_with(|| "a shadow row has a malformed device id".into())?;
-    Ok(Some(Stored {
-        rowid: stmt.column_i64(0),
-        rid,
-        envelope: stmt.column_blob(2),
-        version: Version {
-            clock: clock_from_sql(stmt.column_i64(3)),
-            device,
-        },
-        deleted: stmt.column_i64(5) != 0,
-    }))
-}
-
-/// Stores a clock value in an INTEGER column; values stay far below 2^63
-/// until the year 10889.
-pub fn clock_to_sql(clock: u64) -> i64 {
-    i64::try_from(clock).unwrap_or(i64::MAX)
-}
-
-/// Reads a clock value from an INTEGER column.
-pub fn clock_from_sql(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
 }

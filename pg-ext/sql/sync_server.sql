@@ -1,0 +1,226 @@
+-- The zero-knowledge sync server: ciphertext-only tables and the functions
+-- that push and pull them.
+--
+-- A store is known to the server only by its random 16-byte id and the
+-- SHA-256 hash of its write token. A record is known by its blind record id,
+-- the hybrid logical clock value and device id of its last write, and its
+-- envelope. Nothing here names a table or a column, holds plaintext, or is
+-- derived from a key the server could know.
+--
+-- Every key and unique constraint starts with store_id, and sequence numbers
+-- count per store, so both tables can be distributed by store_id (for example
+-- with Citus: SELECT create_distributed_table('persist.sync_records',
+-- 'store_id', colocate_with => 'persist.sync_stores')).
+--
+-- The functions are SECURITY DEFINER with a fixed search_path: a role that
+-- has been granted EXECUTE on them, and nothing else, can sync, while the
+-- tables themselves stay closed to it.
+
+CREATE TABLE persist.sync_stores (
+    store_id bytea PRIMARY KEY CHECK (length(store_id) = 16),
+    token_hash bytea NOT NULL CHECK (length(token_hash) = 32),
+    next_seq bigint NOT NULL DEFAULT 1 CHECK (next_seq > 0),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE persist.sync_records (
+    store_id bytea NOT NULL REFERENCES persist.sync_stores (store_id),
+    record_id bytea NOT NULL CHECK (length(record_id) = 16),
+    clock bigint NOT NULL CHECK (clock >= 0),
+    device_id bytea NOT NULL CHECK (length(device_id) = 16),
+    envelope bytea NOT NULL,
+    padded_size integer NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (store_id, record_id),
+    UNIQUE (store_id, seq)
+);
+
+-- The random id of this server, made when the extension is created. Clients
+-- keep one pull cursor per server id, so pointing a device at another server
+-- starts that server's cursor at the beginning.
+CREATE TABLE persist.sync_server (
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton)
+);
+INSERT INTO persist.sync_server DEFAULT VALUES;
+
+REVOKE ALL ON persist.sync_stores, persist.sync_records, persist.sync_server FROM PUBLIC;
+
+CREATE FUNCTION persist.sync_server_id()
+RETURNS uuid
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$ SELECT id FROM persist.sync_server $$;
+
+-- Checks a store's write token. The first call for a store id registers the
+-- store with the token it brings; every later call must bring the same
+-- token. Store ids are random 128-bit values that only the store's devices
+-- know, so no one else can claim one first.
+CREATE FUNCTION persist.sync_authorize(p_store_id bytea, p_token bytea)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+DECLARE
+    stored bytea;
+BEGIN
+    IF p_store_id IS NULL OR length(p_store_id) <> 16 THEN
+        RAISE EXCEPTION 'persist sync: store id must be 16 bytes, got %',
+            coalesce(length(p_store_id)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_token IS NULL OR length(p_token) <> 32 THEN
+        RAISE EXCEPTION 'persist sync: write token must be 32 bytes, got %',
+            coalesce(length(p_token)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO persist.sync_stores (store_id, token_hash)
+    VALUES (p_store_id, sha256(p_token))
+    ON CONFLICT (store_id) DO NOTHING;
+    SELECT token_hash INTO stored FROM persist.sync_stores WHERE store_id = p_store_id;
+    IF stored IS NULL OR stored <> sha256(p_token) THEN
+        RAISE EXCEPTION 'persist sync: wrong write token for this store'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END;
+$$;
+
+-- Stores a batch of records with last-write-wins by (clock, device_id), the
+-- order persist-core's sync::Version defines: a record replaces the stored
+-- one only if its version is strictly greater, so replaying a batch changes
+-- nothing. Every accepted record gets the store's next sequence number.
+-- Returns the accepted records with their sequence numbers.
+CREATE FUNCTION persist.push(
+    p_store_id bytea,
+    p_token bytea,
+    p_record_ids bytea[],
+    p_clocks bigint[],
+    p_device_ids bytea[],
+    p_envelopes bytea[])
+RETURNS TABLE (record_id bytea, seq bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+#variable_conflict use_column
+DECLARE
+    first_seq bigint;
+    batch_size integer := coalesce(cardinality(p_record_ids), 0);
+    bad integer;
+BEGIN
+    PERFORM persist.sync_authorize(p_store_id, p_token);
+    IF coalesce(cardinality(p_clocks), 0) <> batch_size
+        OR coalesce(cardinality(p_device_ids), 0) <> batch_size
+        OR coalesce(cardinality(p_envelopes), 0) <> batch_size THEN
+        RAISE EXCEPTION 'persist.push: the four arrays have different lengths (%, %, %, %)',
+            batch_size, coalesce(cardinality(p_clocks), 0), coalesce(cardinality(p_device_ids), 0),
+            coalesce(cardinality(p_envelopes), 0)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF batch_size > 10000 THEN
+        RAISE EXCEPTION 'persist.push: batch of % records, over the limit of 10000', batch_size
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    SELECT min(i) INTO bad
+    FROM unnest(p_record_ids, p_clocks, p_device_ids, p_envelopes)
+        WITH ORDINALITY AS r(record_id, clock, device_id, envelope, i)
+    WHERE r.record_id IS NULL OR length(r.record_id) <> 16
+       OR r.device_id IS NULL OR length(r.device_id) <> 16
+       OR r.clock IS NULL OR r.clock < 0
+       OR r.envelope IS NULL OR length(r.envelope) < 33 OR length(r.envelope) > 69206049;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'persist.push: record % of the batch is invalid: expected a 16-byte record id, '
+            'a clock value >= 0, a 16-byte device id and an envelope of 33 to 69206049 bytes '
+            '(the largest a format version 1 writer makes)', bad
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- The row lock orders concurrent pushes to one store, so sequence
+    -- numbers become visible in increasing order and a pull never skips one.
+    UPDATE persist.sync_stores s
+    SET next_seq = s.next_seq + batch_size
+    WHERE s.store_id = p_store_id
+    RETURNING s.next_seq - batch_size INTO first_seq;
+
+    RETURN QUERY
+    WITH batch AS (
+        -- Within one batch, only the greatest version of a record counts.
+        SELECT DISTINCT ON (r.record_id) r.record_id, r.clock, r.device_id, r.envelope
+        FROM unnest(p_record_ids, p_clocks, p_device_ids, p_envelopes)
+            AS r(record_id, clock, device_id, envelope)
+        ORDER BY r.record_id, r.clock DESC, r.device_id DESC
+    ), numbered AS (
+        SELECT b.*, first_seq + row_number() OVER (ORDER BY b.record_id) - 1 AS new_seq
+        FROM batch b
+    )
+    INSERT INTO persist.sync_records AS stored
+        (store_id, record_id, clock, device_id, envelope, padded_size, seq)
+    SELECT p_store_id, n.record_id, n.clock, n.device_id, n.envelope, length(n.envelope), n.new_seq
+    FROM numbered n
+    ON CONFLICT (store_id, record_id) DO UPDATE
+        SET clock = excluded.clock,
+            device_id = excluded.device_id,
+            envelope = excluded.envelope,
+            padded_size = excluded.padded_size,
+            seq = excluded.seq,
+            received_at = now()
+        WHERE (stored.clock, stored.device_id) < (excluded.clock, excluded.device_id)
+    RETURNING stored.record_id, stored.seq;
+END;
+$$;
+
+-- Returns up to p_limit records of a store with a sequence number above
+-- p_after, in sequence order. A client pages by passing the last sequence
+-- number it received.
+CREATE FUNCTION persist.pull(p_store_id bytea, p_token bytea, p_after bigint, p_limit integer)
+RETURNS TABLE (record_id bytea, clock bigint, device_id bytea, envelope bytea, seq bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM persist.sync_authorize(p_store_id, p_token);
+    IF p_after IS NULL OR p_after < 0 THEN
+        RAISE EXCEPTION 'persist.pull: cursor must be a sequence number >= 0, got %',
+            coalesce(p_after::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
+        RAISE EXCEPTION 'persist.pull: page size must be 1 to 10000, got %',
+            coalesce(p_limit::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT r.record_id, r.clock, r.device_id, r.envelope, r.seq
+    FROM persist.sync_records r
+    WHERE r.store_id = p_store_id AND r.seq > p_after
+    ORDER BY r.seq
+    LIMIT p_limit;
+END;
+$$;
+
+-- The next sequence number the store will assign. A client whose cursor is
+-- at or beyond it has pulled from a server that was since restored from an
+-- older backup.
+CREATE FUNCTION persist.sync_next_seq(p_store_id bytea, p_token bytea)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+BEGIN
+    PERFORM persist.sync_authorize(p_store_id, p_token);
+    RETURN (SELECT next_seq FROM persist.sync_stores WHERE store_id = p_store_id);
+END;
+$$;
+
+REVOKE ALL ON FUNCTION persist.sync_authorize(bytea, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.sync_server_id() FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.sync_next_seq(bytea, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.push(bytea, bytea, bytea[], bigint[], bytea[], bytea[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.pull(bytea, bytea, bigint, integer) FROM PUBLIC;

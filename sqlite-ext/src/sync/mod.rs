@@ -1,0 +1,703 @@
+//! The sync client: `persist_sync(conninfo)`.
+//!
+//! One call pushes every local write the server does not have yet, then pulls
+//! what is new since this device's cursor, page by page, and applies it with
+//! last-write-wins by (clock value, device id), the order persist-core's
+//! [`Version`] defines.
+//!
+//! - Push: each unpushed shadow row is opened and sealed again as a sync
+//!   record (its table inside the ciphertext, its version in the associated
+//!   data, its size padded) and sent in batches. A row is marked pushed once
+//!   the server has answered, whether it kept the row or already had a newer
+//!   version.
+//! - Pull: every record is verified before it is used. One that does not open
+//!   is quarantined in `persist_quarantine` with the reason, and the sync goes
+//!   on. A record older than a version this device already synced means the
+//!   server replayed or rolled it back; it is quarantined too. A record of a
+//!   table this device has not created waits, encrypted, in `persist_inbox`
+//!   until the table is created.
+//! - Applied records are stored as already pushed, so they are not echoed
+//!   back. All local changes of one call run in the caller's transaction:
+//!   an interrupted sync leaves the database as it was, and the next call
+//!   pushes and pulls again, which changes nothing twice because both sides
+//!   apply the same versions idempotently.
+
+pub mod conninfo;
+mod tls;
+
+use std::collections::HashMap;
+
+use persist_core::codec::RowKind;
+use persist_core::sync::{self, Version};
+use persist_core::{DeviceId, Error as CoreError, Padding, RecordId, envelope, primitives};
+use serde_json::json;
+
+use crate::db::{Db, Step};
+use crate::error::ExtError;
+use crate::state::{Connection, Counters, OpenStore};
+use crate::store::{now_seconds, with_savepoint};
+use crate::vtab::shadow::{self, Shadow, clock_from_sql, clock_to_sql};
+use conninfo::ConnInfo;
+
+/// Records sent per push call.
+const PUSH_BATCH: i64 = 1000;
+
+/// Records asked for per pull call.
+const PULL_PAGE: i32 = 1000;
+
+/// What one sync did.
+#[derive(Default)]
+struct Summary {
+    pushed: u64,
+    accepted: u64,
+    pulled: u64,
+    applied: u64,
+    conflicts: u64,
+    quarantined: u64,
+    released: u64,
+    pending: u64,
+    clock_bounded: u64,
+    server_rolled_back: bool,
+    cursor: i64,
+}
+
+/// Creates the local tables sync needs, if they do not exist.
+///
+/// # Errors
+///
+/// SQLite's errors.
+pub fn create_tables(db: Db) -> Result<(), ExtError> {
+    db.exec(
+        "CREATE TABLE IF NOT EXISTS persist_inbox(
+             rid BLOB PRIMARY KEY NOT NULL,
+             clock INTEGER NOT NULL,
+             device BLOB NOT NULL,
+             env BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS persist_quarantine(
+             id INTEGER PRIMARY KEY,
+             rid BLOB NOT NULL,
+             clock INTEGER NOT NULL,
+             device BLOB NOT NULL,
+             env BLOB NOT NULL,
+             kind TEXT NOT NULL,
+             reason TEXT NOT NULL,
+             received INTEGER NOT NULL);",
+    )
+}
+
+/// Runs one sync against the server at `conninfo` and returns the JSON
+/// summary.
+///
+/// # Errors
+///
+/// A usage error for a bad connection string or an unreachable server, and
+/// SQLite's errors; a record that fails verification is not an error.
+pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
+    let store = conn.store()?;
+    let db = conn.db;
+    let info = ConnInfo::parse(conninfo)?;
+    let mut client = connect(&info)?;
+    create_tables(db)?;
+
+    let server: String =
+        query_one(&mut client, "SELECT persist.sync_server_id()::text", &[])?.get(0);
+    let store_id = store.cipher.store_id().as_bytes().to_vec();
+    let token = store.cipher.keyring().write_token().expose().to_vec();
+    let token = zeroize::Zeroizing::new(token);
+    let shadows = shadow::open_all(db)?;
+
+    let mut summary = Summary::default();
+    with_savepoint(db, "persist_sync", || {
+        push(
+            &mut client,
+            &store,
+            &conn.counters,
+            &shadows,
+            &store_id,
+            &token,
+            &mut summary,
+        )?;
+        retry_quarantine(db, &store, &conn.counters, &shadows, &mut summary)?;
+        let session = Session {
+            db,
+            store: &store,
+            counters: &conn.counters,
+            shadows: &shadows,
+        };
+        pull(
+            &mut client,
+            &session,
+            &store_id,
+            &token,
+            &server,
+            &mut summary,
+        )
+    })?;
+
+    Ok(json!({
+        "pushed": summary.pushed,
+        "accepted": summary.accepted,
+        "pulled": summary.pulled,
+        "applied": summary.applied,
+        "conflicts_resolved": summary.conflicts,
+        "quarantined": summary.quarantined,
+        "released_from_quarantine": summary.released,
+        "pending_for_missing_tables": summary.pending,
+        "clock_values_bounded": summary.clock_bounded,
+        "server_rolled_back": summary.server_rolled_back,
+        "cursor": summary.cursor,
+    })
+    .to_string())
+}
+
+fn connect(info: &ConnInfo) -> Result<postgres::Client, ExtError> {
+    let fail = |err: postgres::Error| {
+        ExtError::usage(format!(
+            "persist_sync: cannot connect to the sync server: {err}"
+        ))
+    };
+    match info.ssl_mode {
+        conninfo::SslMode::Disable => info.config.connect(postgres::NoTls).map_err(fail),
+        mode => {
+            let mut config = info.config.clone();
+            config.ssl_mode(if mode == conninfo::SslMode::Prefer {
+                postgres::config::SslMode::Prefer
+            } else {
+                postgres::config::SslMode::Require
+            });
+            config.connect(tls::connector(info)?).map_err(fail)
+        }
+    }
+}
+
+fn server_error(what: &str, err: &postgres::Error) -> ExtError {
+    let detail = err
+        .as_db_error()
+        .map(|db| db.message().to_owned())
+        .unwrap_or_else(|| err.to_string());
+    ExtError::usage(format!(
+        "persist_sync: {what} failed on the server: {detail}"
+    ))
+}
+
+fn query_one(
+    client: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<postgres::Row, ExtError> {
+    client.query_one(sql, params).map_err(|err| {
+        if err
+            .as_db_error()
+            .is_some_and(|db| db.code() == &postgres::error::SqlState::UNDEFINED_FUNCTION)
+        {
+            ExtError::usage(
+                "persist_sync: the server has no Persist sync functions; run CREATE EXTENSION \
+                 persist in its database",
+            )
+        } else {
+            server_error("a query", &err)
+        }
+    })
+}
+
+fn push(
+    client: &mut postgres::Client,
+    store: &OpenStore,
+    counters: &Counters,
+    shadows: &[Shadow],
+    store_id: &[u8],
+    token: &[u8],
+    summary: &mut Summary,
+) -> Result<(), ExtError> {
+    let statement = client
+        .prepare("SELECT record_id FROM persist.push($1, $2, $3, $4, $5, $6)")
+        .map_err(|err| server_error("preparing push", &err))?;
+    for shadow in shadows {
+        loop {
+            let rows = shadow.unpushed(PUSH_BATCH)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut record_ids = Vec::with_capacity(rows.len());
+            let mut clocks = Vec::with_capacity(rows.len());
+            let mut devices = Vec::with_capacity(rows.len());
+            let mut envelopes = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let plaintext =
+                    open_local(store, counters, shadow, row.rowid, &row.rid, &row.envelope)?;
+                // A tombstone's local envelope is padded to the row it
+                // replaced; the sync record keeps that size.
+                let at_least = row
+                    .envelope
+                    .len()
+                    .saturating_sub(envelope::HEADER_LEN + 1 + primitives::TAG_LEN);
+                let sealed = sync::seal_record(
+                    &store.cipher,
+                    row.rid,
+                    &row.version,
+                    shadow.logical(),
+                    &plaintext,
+                    at_least,
+                )
+                .map_err(|err| ExtError::core("persist_sync: sealing a sync record", err))?;
+                counters.count_seal();
+                record_ids.push(row.rid.as_bytes().to_vec());
+                clocks.push(clock_to_sql(row.version.clock));
+                devices.push(row.version.device.as_bytes().to_vec());
+                envelopes.push(sealed);
+            }
+            let accepted = client
+                .query(
+                    &statement,
+                    &[
+                        &store_id,
+                        &token,
+                        &record_ids,
+                        &clocks,
+                        &devices,
+                        &envelopes,
+                    ],
+                )
+                .map_err(|err| server_error("push", &err))?;
+            summary.pushed += rows.len() as u64;
+            summary.accepted += accepted.len() as u64;
+            for row in &rows {
+                shadow.mark_pushed(row.rowid, row.version.clock)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_local(
+    store: &OpenStore,
+    counters: &Counters,
+    shadow: &Shadow,
+    rowid: i64,
+    rid: &RecordId,
+    envelope: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ExtError> {
+    let row = shadow.open_row(store, counters, rowid, rid.as_bytes(), envelope)?;
+    let bytes = persist_core::codec::encode_row(
+        row.kind,
+        row.columns
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_ref())),
+    )
+    .map_err(|err| ExtError::core("persist_sync: encoding a row", err))?;
+    Ok(bytes)
+}
+
+/// The local side of one sync call.
+struct Session<'a> {
+    db: Db,
+    store: &'a OpenStore,
+    counters: &'a Counters,
+    shadows: &'a [Shadow],
+}
+
+fn pull(
+    client: &mut postgres::Client,
+    session: &Session<'_>,
+    store_id: &[u8],
+    token: &[u8],
+    server: &str,
+    summary: &mut Summary,
+) -> Result<(), ExtError> {
+    let Session {
+        db,
+        store,
+        counters,
+        shadows,
+    } = *session;
+    let cursor_key = format!("sync_cursor:{server}");
+    let mut cursor = read_cursor(db, &cursor_key)?;
+
+    let next_seq: i64 = query_one(
+        client,
+        "SELECT persist.sync_next_seq($1, $2)",
+        &[&store_id, &token],
+    )?
+    .get(0);
+    if cursor >= next_seq {
+        // The server has fewer changes than this device already pulled: it
+        // was restored from an older backup. Pulling from the start again
+        // loses nothing, because applying a version twice changes nothing.
+        summary.server_rolled_back = cursor > 0;
+        cursor = 0;
+    }
+
+    let by_table: HashMap<&str, &Shadow> = shadows
+        .iter()
+        .map(|shadow| (shadow.logical(), shadow))
+        .collect();
+    let statement = client
+        .prepare(
+            "SELECT record_id, clock, device_id, envelope, seq FROM persist.pull($1, $2, $3, $4)",
+        )
+        .map_err(|err| server_error("preparing pull", &err))?;
+    loop {
+        let rows = client
+            .query(&statement, &[&store_id, &token, &cursor, &PULL_PAGE])
+            .map_err(|err| server_error("pull", &err))?;
+        for row in &rows {
+            let record_id: Vec<u8> = row.get(0);
+            let clock: i64 = row.get(1);
+            let device: Vec<u8> = row.get(2);
+            let envelope: Vec<u8> = row.get(3);
+            let seq: i64 = row.get(4);
+            summary.pulled += 1;
+            let incoming = Incoming {
+                record_id,
+                clock,
+                device,
+                envelope,
+            };
+            receive(db, store, counters, &by_table, &incoming, summary)?;
+            cursor = cursor.max(seq);
+        }
+        write_cursor(db, &cursor_key, cursor)?;
+        if rows.len() < PULL_PAGE as usize {
+            break;
+        }
+    }
+    summary.cursor = cursor;
+    Ok(())
+}
+
+/// A record as the server sent it.
+struct Incoming {
+    record_id: Vec<u8>,
+    clock: i64,
+    device: Vec<u8>,
+    envelope: Vec<u8>,
+}
+
+/// What kind of failure put a record in quarantine.
+#[derive(Clone, Copy)]
+enum QuarantineKind {
+    /// Sealed under a key this device does not have yet; retried each sync.
+    UnknownKey,
+    /// Modified, moved, malformed or replayed; kept for inspection.
+    Rejected,
+}
+
+impl QuarantineKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownKey => "unknown_key",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+fn receive(
+    db: Db,
+    store: &OpenStore,
+    counters: &Counters,
+    by_table: &HashMap<&str, &Shadow>,
+    incoming: &Incoming,
+    summary: &mut Summary,
+) -> Result<(), ExtError> {
+    let parsed = RecordId::from_slice(&incoming.record_id).and_then(|rid| {
+        DeviceId::from_slice(&incoming.device).map(|device| {
+            (
+                rid,
+                Version {
+                    clock: clock_from_sql(incoming.clock),
+                    device,
+                },
+            )
+        })
+    });
+    let (rid, version) = match parsed {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            quarantine(db, incoming, QuarantineKind::Rejected, &err.to_string())?;
+            summary.quarantined += 1;
+            return Ok(());
+        }
+    };
+    let record = match sync::open_record(&store.cipher, rid, &version, &incoming.envelope) {
+        Ok(record) => record,
+        Err(err) => {
+            let kind = match err {
+                CoreError::UnknownKeyId { .. } => QuarantineKind::UnknownKey,
+                _ => QuarantineKind::Rejected,
+            };
+            quarantine(db, incoming, kind, &err.to_string())?;
+            summary.quarantined += 1;
+            return Ok(());
+        }
+    };
+    counters.count_open();
+    observe_clock(store, version.clock, summary);
+
+    let Some(shadow) = by_table.get(record.table.as_str()) else {
+        hold_in_inbox(db, &rid, &version, &incoming.envelope)?;
+        summary.pending += 1;
+        return Ok(());
+    };
+    match apply(store, counters, shadow, rid, version, &record)? {
+        Applied::Written { replaced_unpushed } => {
+            summary.applied += 1;
+            summary.conflicts += u64::from(replaced_unpushed);
+        }
+        Applied::Kept => {}
+        Applied::Replayed => {
+            quarantine(
+                db,
+                incoming,
+                QuarantineKind::Rejected,
+                "the server sent a version older than one this device already synced: it \
+                 replayed or rolled back this record",
+            )?;
+            summary.quarantined += 1;
+        }
+    }
+    Ok(())
+}
+
+fn observe_clock(store: &OpenStore, clock: u64, summary: &mut Summary) {
+    let mut hlc = store
+        .hlc
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if hlc.observe(clock, store.now_ms()) == persist_core::clock::Observed::Bounded {
+        summary.clock_bounded += 1;
+    }
+}
+
+/// What applying a pulled record did.
+enum Applied {
+    /// The record won and was written.
+    Written {
+        /// Whether it replaced a local change that was not pushed yet.
+        replaced_unpushed: bool,
+    },
+    /// The local version is the same or newer.
+    Kept,
+    /// The record is older than a version this device already synced.
+    Replayed,
+}
+
+fn apply(
+    store: &OpenStore,
+    counters: &Counters,
+    shadow: &Shadow,
+    rid: RecordId,
+    version: Version,
+    record: &sync::SyncRecord,
+) -> Result<Applied, ExtError> {
+    let local = shadow.find(&rid)?;
+    if let Some(local) = &local
+        && !version.wins_over(Some(&local.version))
+    {
+        return Ok(if version < local.version && local.pushed {
+            Applied::Replayed
+        } else {
+            Applied::Kept
+        });
+    }
+    let deleted = record.row.kind == RowKind::Tombstone;
+    let padding = match (&local, deleted) {
+        (Some(local), true) => Padding::Bucket {
+            at_least: local
+                .envelope
+                .len()
+                .saturating_sub(envelope::HEADER_LEN + 1 + primitives::TAG_LEN),
+        },
+        _ => Padding::None,
+    };
+    let sealed = shadow.seal(store, counters, &rid, &record.row_bytes, padding)?;
+    let replaced_unpushed = local.as_ref().is_some_and(|local| !local.pushed);
+    match local {
+        Some(local) => shadow.write(local.rowid, &rid, &sealed, &version, deleted, true)?,
+        None => {
+            shadow.insert(&rid, &sealed, &version, deleted, true)?;
+        }
+    }
+    Ok(Applied::Written { replaced_unpushed })
+}
+
+fn quarantine(
+    db: Db,
+    incoming: &Incoming,
+    kind: QuarantineKind,
+    reason: &str,
+) -> Result<(), ExtError> {
+    let mut insert = db.prepare(
+        "INSERT INTO persist_quarantine(rid, clock, device, env, kind, reason, received)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    insert.bind_blob(1, &incoming.record_id)?;
+    insert.bind_i64(2, incoming.clock)?;
+    insert.bind_blob(3, &incoming.device)?;
+    insert.bind_blob(4, &incoming.envelope)?;
+    insert.bind_text(5, kind.as_str())?;
+    insert.bind_text(6, reason)?;
+    insert.bind_i64(7, i64::try_from(now_seconds()).unwrap_or(i64::MAX))?;
+    insert.execute()
+}
+
+/// Keeps a record of a table this device lacks, unless a newer version of it
+/// is held already.
+fn hold_in_inbox(
+    db: Db,
+    rid: &RecordId,
+    version: &Version,
+    envelope: &[u8],
+) -> Result<(), ExtError> {
+    let mut upsert = db.prepare(
+        "INSERT INTO persist_inbox(rid, clock, device, env) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(rid) DO UPDATE SET clock = excluded.clock, device = excluded.device,
+                                        env = excluded.env
+         WHERE (excluded.clock, excluded.device) > (persist_inbox.clock, persist_inbox.device)",
+    )?;
+    upsert.bind_blob(1, rid.as_bytes())?;
+    upsert.bind_i64(2, clock_to_sql(version.clock))?;
+    upsert.bind_blob(3, version.device.as_bytes())?;
+    upsert.bind_blob(4, envelope)?;
+    upsert.execute()
+}
+
+/// Applies the records held in the inbox for the table behind `shadow`,
+/// which was just created.
+///
+/// # Errors
+///
+/// SQLite's errors.
+pub fn apply_inbox(
+    store: &OpenStore,
+    counters: &Counters,
+    shadow: &Shadow,
+) -> Result<(), ExtError> {
+    let db = shadow.db();
+    create_tables(db)?;
+    let mut select = db.prepare("SELECT rid, clock, device, env FROM persist_inbox")?;
+    let mut held = Vec::new();
+    while select.step()? == Step::Row {
+        held.push(Incoming {
+            record_id: select.column_blob(0),
+            clock: select.column_i64(1),
+            device: select.column_blob(2),
+            envelope: select.column_blob(3),
+        });
+    }
+    drop(select);
+    let mut delete = db.prepare("DELETE FROM persist_inbox WHERE rid = ?1")?;
+    for incoming in held {
+        let (Ok(rid), Ok(device)) = (
+            RecordId::from_slice(&incoming.record_id),
+            DeviceId::from_slice(&incoming.device),
+        ) else {
+            continue;
+        };
+        let version = Version {
+            clock: clock_from_sql(incoming.clock),
+            device,
+        };
+        // Records in the inbox were verified when they arrived.
+        let Ok(record) = sync::open_record(&store.cipher, rid, &version, &incoming.envelope) else {
+            continue;
+        };
+        if record.table != shadow.logical() {
+            continue;
+        }
+        apply(store, counters, shadow, rid, version, &record)?;
+        delete.bind_blob(1, rid.as_bytes())?;
+        delete.execute()?;
+    }
+    Ok(())
+}
+
+/// Tries again the quarantined records that failed for want of a key,
+/// which a key import since may have supplied.
+fn retry_quarantine(
+    db: Db,
+    store: &OpenStore,
+    counters: &Counters,
+    shadows: &[Shadow],
+    summary: &mut Summary,
+) -> Result<(), ExtError> {
+    let mut select = db.prepare(
+        "SELECT id, rid, clock, device, env FROM persist_quarantine WHERE kind = 'unknown_key'",
+    )?;
+    let mut waiting = Vec::new();
+    while select.step()? == Step::Row {
+        waiting.push((
+            select.column_i64(0),
+            Incoming {
+                record_id: select.column_blob(1),
+                clock: select.column_i64(2),
+                device: select.column_blob(3),
+                envelope: select.column_blob(4),
+            },
+        ));
+    }
+    drop(select);
+    let by_table: HashMap<&str, &Shadow> = shadows
+        .iter()
+        .map(|shadow| (shadow.logical(), shadow))
+        .collect();
+    let mut delete = db.prepare("DELETE FROM persist_quarantine WHERE id = ?1")?;
+    for (id, incoming) in waiting {
+        let key_id = envelope::Header::parse(&incoming.envelope).map(|header| header.key_id);
+        let Ok(key_id) = key_id else { continue };
+        if store.cipher.keyring().get(key_id).is_none() {
+            continue;
+        }
+        // The key has arrived: receive the record as if it were pulled now.
+        delete.bind_i64(1, id)?;
+        delete.execute()?;
+        summary.released += 1;
+        receive(db, store, counters, &by_table, &incoming, summary)?;
+    }
+    Ok(())
+}
+
+fn read_cursor(db: Db, key: &str) -> Result<i64, ExtError> {
+    let mut select = db.prepare("SELECT value FROM persist_meta WHERE key = ?1")?;
+    select.bind_text(1, key)?;
+    Ok(match select.step()? {
+        Step::Row => select.column_text(0).parse().unwrap_or(0),
+        Step::Done => 0,
+    })
+}
+
+fn write_cursor(db: Db, key: &str, cursor: i64) -> Result<(), ExtError> {
+    let mut upsert = db.prepare(
+        "INSERT INTO persist_meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?;
+    upsert.bind_text(1, key)?;
+    upsert.bind_text(2, &cursor.to_string())?;
+    upsert.execute()
+}
+
+/// The quarantined records as a JSON array, for `persist_quarantined()`.
+///
+/// # Errors
+///
+/// SQLite's errors.
+pub fn quarantined(db: Db) -> Result<String, ExtError> {
+    create_tables(db)?;
+    let mut select = db.prepare(
+        "SELECT id, hex(rid), clock, hex(device), length(env), kind, reason, received
+         FROM persist_quarantine ORDER BY id",
+    )?;
+    let mut records = Vec::new();
+    while select.step()? == Step::Row {
+        records.push(json!({
+            "id": select.column_i64(0),
+            "record_id": select.column_text(1).to_lowercase(),
+            "clock": select.column_i64(2),
+            "device_id": select.column_text(3).to_lowercase(),
+            "envelope_size": select.column_i64(4),
+            "kind": select.column_text(5),
+            "reason": select.column_text(6),
+            "received": select.column_i64(7),
+        }));
+    }
+    Ok(serde_json::Value::Array(records).to_string())
+}

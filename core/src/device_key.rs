@@ -671,7 +671,9 @@ mod tests {
         assert!(!default_keyfile(&store).unwrap().exists());
 
         delete_keychain_entry(&store).unwrap();
-        let err = load_or_create(&store, &KeySource::Default, false).err().unwrap();
+        let err = load_or_create(&store, &KeySource::Default, false)
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::DeviceKeyNotFound { .. }), "{err}");
     }
 

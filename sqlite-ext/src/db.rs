@@ -118,6 +118,12 @@ impl Db {
         ExtError::Sqlite { code: rc, message }
     }
 
+    /// Tells whether an explicit transaction (BEGIN or SAVEPOINT) is open.
+    pub fn in_transaction(self) -> bool {
+        // SAFETY: `self.0` is a live connection.
+        unsafe { ffi::sqlite3_get_autocommit(self.0) == 0 }
+    }
+
     /// The current ON CONFLICT mode, valid only inside xUpdate.
     pub fn on_conflict(self) -> c_int {
         // SAFETY: called only from xUpdate on this live connection.

@@ -152,6 +152,7 @@ pub fn open(
 ) -> Result<(OpenStore, InitReport), ExtError> {
     device_key::check_store_name(name)
         .context_with(|| "persist_init: argument 1 (store)".into())?;
+    let in_transaction = db.in_transaction();
 
     let imported = match &options.key {
         Some(text) => Some(
@@ -163,6 +164,20 @@ pub fn open(
 
     with_savepoint(db, "persist_init", || {
         let meta = read_meta(db)?;
+        // A rollback would undo the new keyring or key slot while this
+        // connection went on sealing rows with keys nothing keeps.
+        if in_transaction && (meta.is_none() || options.key.is_some()) {
+            return Err(ExtError::usage(format!(
+                "persist_init: {} inside a transaction is not allowed, because a rollback \
+                 would discard the keys this connection goes on using; call persist_init \
+                 outside BEGIN ... COMMIT",
+                if meta.is_none() {
+                    format!("creating store {name:?}")
+                } else {
+                    "importing a key".to_owned()
+                }
+            )));
+        }
         let source = options.key_source();
         match meta {
             Some(meta) => open_existing(db, name, meta, &source, imported, options),

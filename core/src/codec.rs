@@ -329,21 +329,31 @@ pub fn decode_row(bytes: &[u8]) -> Result<Row, Error> {
     Ok(Row { kind, columns })
 }
 
+/// Largest TEXT or BLOB that [`encode_single`] accepts: the plaintext limit
+/// less the codec version, tag and length.
+pub const MAX_VALUE_LEN: usize = MAX_PLAINTEXT - 6;
+
 /// Encodes a single value for [`crate::envelope::Purpose::Value`]: the codec
 /// version followed by the value.
 ///
 /// # Errors
 ///
-/// [`Error::TooLarge`] when the encoding would exceed [`MAX_PLAINTEXT`].
+/// [`Error::TooLarge`] for a TEXT or BLOB longer than [`MAX_VALUE_LEN`],
+/// naming the value's own size.
 pub fn encode_single(value: ValueRef<'_>) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let size = 1 + value.encoded_len();
-    if size > MAX_PLAINTEXT {
+    let value_len = match value {
+        ValueRef::Text(text) => text.len(),
+        ValueRef::Blob(blob) => blob.len(),
+        _ => 0,
+    };
+    if value_len > MAX_VALUE_LEN {
         return Err(Error::TooLarge {
             what: "value",
-            size,
-            limit: MAX_PLAINTEXT,
+            size: value_len,
+            limit: MAX_VALUE_LEN,
         });
     }
+    let size = 1 + value.encoded_len();
     let mut out = Zeroizing::new(Vec::with_capacity(size));
     out.push(CODEC_VERSION);
     put_value(&mut out, value);
@@ -464,6 +474,19 @@ mod tests {
         }
         assert!(decode_single(&[CODEC_VERSION]).is_err());
         assert!(decode_single(&[2, 0]).is_err());
+    }
+
+    #[test]
+    fn oversized_value_names_its_own_size() {
+        let big = vec![0u8; MAX_VALUE_LEN + 1];
+        let err = encode_single(ValueRef::Blob(&big)).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{} bytes", MAX_VALUE_LEN + 1)),
+            "{err}"
+        );
+        assert!(err.contains(&format!("limit of {MAX_VALUE_LEN}")), "{err}");
+        let fits = vec![0u8; MAX_VALUE_LEN];
+        assert!(encode_single(ValueRef::Blob(&fits)).is_ok());
     }
 
     #[test]

@@ -24,7 +24,9 @@
 #   3. rewrites the output so that it does not depend on the run: the
 #      temporary directory's path becomes <tmpdir>, and every run of exactly
 #      32 lowercase hex digits (store and device ids, which are random)
-#      becomes <hex id>;
+#      becomes <hex id>, and a shadow rowid in a message ("row" and 7 or more
+#      digits; rowids are slots derived from random record ids) becomes
+#      row <rowid>;
 #   4. compares it with sql/regress/sqlite/expected/NAME.out using diff -u.
 #
 # TMP also contains a symbolic link libpersist.so to the extension, so a script
@@ -146,6 +148,7 @@ run_script() {
     sed -E \
         -e "s/$(sed_literal "$work_dir")/<tmpdir>/g" \
         -e 's/(^|[^0-9a-f])[0-9a-f]{32}([^0-9a-f]|$)/\1<hex id>\2/g' \
+        -e 's/row [0-9]{7,}/row <rowid>/g' \
         "$output.raw" >"$output"
     rm -f "$output.raw"
     rm -rf "$work_dir"

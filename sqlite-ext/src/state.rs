@@ -75,6 +75,9 @@ pub struct Connection {
     store: Mutex<Option<Arc<OpenStore>>>,
     /// Usage counters.
     pub counters: Counters,
+    /// Counts changes that per-table caches cannot see: rollbacks and
+    /// applied sync records.
+    generation: AtomicU64,
 }
 
 impl Connection {
@@ -84,7 +87,18 @@ impl Connection {
             db,
             store: Mutex::new(None),
             counters: Counters::default(),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The current generation of changes that caches cannot see.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Invalidates caches after a rollback or applied sync records.
+    pub fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The open store.

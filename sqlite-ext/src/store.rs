@@ -51,11 +51,12 @@ impl InitOptions {
     /// type. Values of `key` and `passphrase` never appear in a message.
     pub fn parse(text: &str) -> Result<Self, ExtError> {
         let fail = |reason: String| ExtError::usage(format!("persist_init: options {reason}"));
-        let json: Json = serde_json::from_str(text)
-            .map_err(|err| fail(format!("are not valid JSON: {err}; expected an object such as {{\"keyfile\": \"/path/to/store.key\"}}")))?;
-        let Json::Object(map) = json else {
-            return Err(fail("must be a JSON object".into()));
-        };
+        let UniqueObject(map) = serde_json::from_str(text).map_err(|err| {
+            fail(format!(
+                "are not valid: {err}; expected a JSON object such as \
+                 {{\"keyfile\": \"/path/to/store.key\"}}"
+            ))
+        })?;
         let mut options = Self {
             max_drift_ms: DEFAULT_MAX_DRIFT_MS,
             ..Self::default()
@@ -123,6 +124,39 @@ impl InitOptions {
     }
 }
 
+/// A JSON object whose field names must be unique: a repeated option would
+/// otherwise silently override the first.
+struct UniqueObject(Vec<(String, Json)>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(UniqueObjectVisitor)
+    }
+}
+
+struct UniqueObjectVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueObjectVisitor {
+    type Value = UniqueObject;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueObject, A::Error> {
+        let mut fields: Vec<(String, Json)> = Vec::new();
+        while let Some((name, value)) = map.next_entry::<String, Json>()? {
+            if fields.iter().any(|(known, _)| *known == name) {
+                return Err(serde::de::Error::custom(format!(
+                    "field {name:?} appears twice"
+                )));
+            }
+            fields.push((name, value));
+        }
+        Ok(UniqueObject(fields))
+    }
+}
+
 /// What `persist_init` did, returned to the caller as JSON.
 pub struct InitReport {
     created: bool,
@@ -162,27 +196,35 @@ pub fn open(
         None => None,
     };
 
-    with_savepoint(db, "persist_init", || {
-        let meta = read_meta(db)?;
-        // A rollback would undo the new keyring or key slot while this
-        // connection went on sealing rows with keys nothing keeps.
-        if in_transaction && (meta.is_none() || options.key.is_some()) {
-            return Err(ExtError::usage(format!(
-                "persist_init: {} inside a transaction is not allowed, because a rollback \
-                 would discard the keys this connection goes on using; call persist_init \
-                 outside BEGIN ... COMMIT",
-                if meta.is_none() {
-                    format!("creating store {name:?}")
-                } else {
-                    "importing a key".to_owned()
-                }
-            )));
-        }
-        let source = options.key_source();
-        match meta {
-            Some(meta) => open_existing(db, name, meta, &source, imported, options),
-            None => create(db, name, &source, imported, options),
-        }
+    let meta = read_meta(db)?;
+    let source = options.key_source();
+    let writes = meta.is_none() || imported.is_some();
+    if !writes {
+        // Opening a store only reads, so it may run anywhere.
+        return match meta {
+            Some(meta) => open_existing(db, name, meta, &source, None, options),
+            None => Err(ExtError::usage(
+                "persist_init: internal error: no store metadata",
+            )),
+        };
+    }
+    // A rollback would undo the new keyring or key slot while this
+    // connection went on sealing rows with keys nothing keeps.
+    if in_transaction {
+        return Err(ExtError::usage(format!(
+            "persist_init: {} inside a transaction is not allowed, because a rollback \
+             would discard the keys this connection goes on using; call persist_init \
+             outside BEGIN ... COMMIT",
+            if meta.is_none() {
+                format!("creating store {name:?}")
+            } else {
+                "importing a key".to_owned()
+            }
+        )));
+    }
+    with_savepoint(db, "persist_init", || match meta {
+        Some(meta) => open_existing(db, name, meta, &source, imported, options),
+        None => create(db, name, &source, imported, options),
     })
 }
 
@@ -429,7 +471,17 @@ pub fn with_savepoint<T>(
     name: &str,
     body: impl FnOnce() -> Result<T, ExtError>,
 ) -> Result<T, ExtError> {
-    db.exec(&format!("SAVEPOINT {name}"))?;
+    db.exec(&format!("SAVEPOINT {name}"))
+        .map_err(|err| match err {
+            // SQLite cannot open a savepoint while another statement writes.
+            ExtError::Sqlite { .. } if err.to_string().contains("statements in progress") => {
+                ExtError::usage(format!(
+                    "{name} cannot run inside a statement that writes, such as CREATE TABLE ... \
+                 AS SELECT or INSERT ... SELECT; call it in a SELECT of its own"
+                ))
+            }
+            other => other,
+        })?;
     match body() {
         Ok(value) => {
             db.exec(&format!("RELEASE {name}"))?;

@@ -843,9 +843,14 @@ class SchemaTest(PersistTestCase):
         ).fetchall()
         self.assertEqual(tables, [("memos",), ("memos_config",), ("memos_rows",)])
         self.assertEqual(self.conn.execute("SELECT body FROM memos WHERE id = 2").fetchall(), [("two",)])
-        self.conn.execute("CREATE VIRTUAL TABLE notes USING persist(id INTEGER PRIMARY KEY, body TEXT)")
-        self.conn.execute("INSERT INTO notes VALUES (1, 'new')")
-        self.assertEqual(self.conn.execute("SELECT body FROM notes").fetchall(), [("new",)])
+        # The rows stay bound to the name "notes", so a new table may not
+        # take it; another name works.
+        with self.assertRaises(sqlite3.OperationalError) as caught:
+            self.conn.execute("CREATE VIRTUAL TABLE notes USING persist(id INTEGER PRIMARY KEY, body TEXT)")
+        self.assertIn("table memos was created under that name", str(caught.exception))
+        self.conn.execute("CREATE VIRTUAL TABLE jottings USING persist(id INTEGER PRIMARY KEY, body TEXT)")
+        self.conn.execute("INSERT INTO jottings VALUES (1, 'new')")
+        self.assertEqual(self.conn.execute("SELECT body FROM jottings").fetchall(), [("new",)])
         self.assertEqual(self.conn.execute("SELECT count(*) FROM memos").fetchone(), (2,))
 
     def test_drop_removes_shadow_tables(self):
@@ -897,21 +902,22 @@ class TamperTest(PersistTestCase):
         self.conn, _ = self.open_store()
         self.conn.execute("CREATE VIRTUAL TABLE notes USING persist(id INTEGER PRIMARY KEY, body TEXT)")
         self.conn.execute("INSERT INTO notes VALUES (1, 'one'), (2, 'two'), (3, 'three')")
-        self.conn.execute(
-            "UPDATE notes_rows SET id = 100 + (SELECT n.id FROM notes n WHERE n.rowid = notes_rows.id)"
-        )
+        # Shadow rowids are slots derived from the record ids: map each key
+        # to its row.
+        self.shadow = dict(self.conn.execute("SELECT id, rowid FROM notes").fetchall())
 
     def test_flipped_byte(self):
-        (env,) = self.conn.execute("SELECT env FROM notes_rows WHERE id = 101").fetchone()
+        row = self.shadow[1]
+        (env,) = self.conn.execute("SELECT env FROM notes_rows WHERE id = ?", (row,)).fetchone()
         flipped = env[:20] + bytes([env[20] ^ 0x01]) + env[21:]
-        self.conn.execute("UPDATE notes_rows SET env = ? WHERE id = 101", (flipped,))
+        self.conn.execute("UPDATE notes_rows SET env = ? WHERE id = ?", (flipped, row))
         for sql in ("SELECT body FROM notes WHERE id = 1", "SELECT body FROM notes"):
             with self.subTest(sql=sql):
                 with self.assertRaises(sqlite3.OperationalError) as caught:
                     self.conn.execute(sql).fetchall()
                 self.assertRegex(
                     str(caught.exception),
-                    r"^encrypted table notes, row 101: the stored envelope cannot be "
+                    rf"^encrypted table notes, row {row}: the stored envelope cannot be "
                     r"decrypted: authentication failed for envelope",
                 )
 
@@ -919,19 +925,28 @@ class TamperTest(PersistTestCase):
         # A deleted row's tombstone contains only the key. Marked live again
         # with defensive mode off, it must be reported, not read back as a
         # row whose other columns are NULL.
+        row = self.shadow[3]
         self.conn.execute("DELETE FROM notes WHERE id = 3")
-        self.conn.execute("UPDATE notes_rows SET deleted = 0 WHERE id = 103")
+        self.conn.execute("UPDATE notes_rows SET deleted = 0 WHERE id = ?", (row,))
         for sql in ("SELECT id, body FROM notes WHERE id = 3", "SELECT id, body FROM notes"):
             with self.subTest(sql=sql):
                 with self.assertRaises(sqlite3.OperationalError) as caught:
                     self.conn.execute(sql).fetchall()
-                self.assertRegex(str(caught.exception), r"^encrypted table notes, row 103: ")
+                self.assertRegex(str(caught.exception), rf"^encrypted table notes, row {row}: ")
 
     def test_malformed_device_id_named(self):
-        self.conn.execute("UPDATE notes_rows SET device = x'00' WHERE id = 102")
+        row = self.shadow[2]
+        self.conn.execute("UPDATE notes_rows SET device = x'00' WHERE id = ?", (row,))
         with self.assertRaises(sqlite3.OperationalError) as caught:
             self.conn.execute("UPDATE notes SET body = 'x' WHERE id = 2")
-        self.assertRegex(str(caught.exception), r"^encrypted table notes, row 102: ")
+        self.assertRegex(str(caught.exception), rf"^encrypted table notes, row {row}: ")
+
+    def test_row_moved_out_of_its_slot(self):
+        row = self.shadow[1]
+        self.conn.execute("UPDATE notes_rows SET id = 7 WHERE id = ?", (row,))
+        with self.assertRaises(sqlite3.OperationalError) as caught:
+            self.conn.execute("SELECT body FROM notes").fetchall()
+        self.assertRegex(str(caught.exception), r"^encrypted table notes, row 7: .* not in its record's slot")
 
 
 # Runs in a fresh process: opens the store, scans the whole table one row at

@@ -8,17 +8,17 @@
 -- tombstone marked live again. persist_init must reject a device key that
 -- is not this store's, another store's export and a damaged key slot.
 --
--- The shadow rowids are set to 101, 102 and 103 first, so that the
--- messages do not depend on the random rowids. No envelope is bound to
--- them, because they are local numbers.
+-- Shadow rowids are slots derived from the record ids, so they differ from
+-- run to run: the table slot maps keys 1, 2 and 3 to their shadow rowids,
+-- and the test runner writes <rowid> for a rowid in a message.
 .headers on
 .nullvalue NULL
 SELECT persist_init('tamper') ->> '$.created' AS created;
 
 CREATE VIRTUAL TABLE secrets USING persist(id INTEGER PRIMARY KEY, v TEXT);
 INSERT INTO secrets VALUES (1, 'one'), (2, 'two'), (3, 'three');
-UPDATE secrets_rows SET id = 100 + (SELECT s.id FROM secrets s WHERE s.rowid = secrets_rows.id);
-SELECT id FROM secrets_rows ORDER BY id;
+CREATE TABLE slot AS SELECT id AS k, rowid AS shadow FROM secrets;
+SELECT k, shadow = (SELECT id FROM secrets_rows WHERE id = shadow) AS has_shadow_row FROM slot ORDER BY k;
 SELECT id, v FROM secrets ORDER BY id;
 -- A copy of the shadow rows, and DELETE FROM restore to put them back. Both
 -- live in the main schema, so they survive .open.
@@ -30,9 +30,9 @@ CREATE TRIGGER restore_rows INSTEAD OF DELETE ON restore BEGIN
                             env = (SELECT env FROM saved WHERE saved.id = secrets_rows.id);
 END;
 
--- One ciphertext byte of row 101 (key 1) flipped: the lookup of key 1, a
+-- One ciphertext byte of key 1 flipped: the lookup of key 1, a
 -- scan and count(*) fail; key 2 still reads.
-UPDATE secrets_rows SET env = CAST(substr(env, 1, 19) || CASE WHEN substr(env, 20, 1) = x'00' THEN x'01' ELSE x'00' END || substr(env, 21) AS BLOB) WHERE id = 101;
+UPDATE secrets_rows SET env = CAST(substr(env, 1, 19) || CASE WHEN substr(env, 20, 1) = x'00' THEN x'01' ELSE x'00' END || substr(env, 21) AS BLOB) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
 SELECT v FROM secrets WHERE id = 2;
 SELECT id, v FROM secrets ORDER BY id;
@@ -42,37 +42,37 @@ DELETE FROM secrets WHERE id = 1;
 DELETE FROM restore;
 SELECT id, v FROM secrets ORDER BY id;
 
--- The envelope of row 102 (key 2) copied over row 101 (key 1): it is
+-- The envelope of key 2 copied over key 1: it is
 -- bound to key 2's record id, so it does not open as key 1.
-UPDATE secrets_rows SET env = (SELECT env FROM saved WHERE id = 102) WHERE id = 101;
+UPDATE secrets_rows SET env = (SELECT env FROM saved WHERE id = (SELECT shadow FROM slot WHERE k = 2)) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
 DELETE FROM restore;
 
--- The record ids of rows 101 and 102 swapped, envelopes left in place.
-UPDATE secrets_rows SET rid = zeroblob(16) WHERE id = 101;
-UPDATE secrets_rows SET rid = (SELECT rid FROM saved WHERE id = 101) WHERE id = 102;
-UPDATE secrets_rows SET rid = (SELECT rid FROM saved WHERE id = 102) WHERE id = 101;
+-- The record ids of keys 1 and 2 swapped, envelopes left in place.
+UPDATE secrets_rows SET rid = zeroblob(16) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
+UPDATE secrets_rows SET rid = (SELECT rid FROM saved WHERE id = (SELECT shadow FROM slot WHERE k = 1)) WHERE id = (SELECT shadow FROM slot WHERE k = 2);
+UPDATE secrets_rows SET rid = (SELECT rid FROM saved WHERE id = (SELECT shadow FROM slot WHERE k = 2)) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
 SELECT v FROM secrets WHERE id = 2;
 DELETE FROM restore;
 
 -- A malformed record id: the scan fails; a lookup by key no longer finds
 -- the row, because the lookup goes by record id.
-UPDATE secrets_rows SET rid = x'00' WHERE id = 101;
+UPDATE secrets_rows SET rid = x'00' WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT id, v FROM secrets ORDER BY id;
 SELECT count(*) AS found FROM secrets WHERE id = 1;
 DELETE FROM restore;
 
 -- Cut, emptied, another version byte, another key id.
-UPDATE secrets_rows SET env = substr(env, 1, 20) WHERE id = 101;
+UPDATE secrets_rows SET env = substr(env, 1, 20) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
-UPDATE secrets_rows SET env = x'' WHERE id = 101;
+UPDATE secrets_rows SET env = x'' WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
-UPDATE secrets_rows SET env = CAST(x'02' || substr((SELECT env FROM saved WHERE id = 101), 2) AS BLOB) WHERE id = 101;
+UPDATE secrets_rows SET env = CAST(x'02' || substr((SELECT env FROM saved WHERE id = (SELECT shadow FROM slot WHERE k = 1)), 2) AS BLOB) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
-UPDATE secrets_rows SET env = CAST(x'0100000007' || substr((SELECT env FROM saved WHERE id = 101), 6) AS BLOB) WHERE id = 101;
+UPDATE secrets_rows SET env = CAST(x'0100000007' || substr((SELECT env FROM saved WHERE id = (SELECT shadow FROM slot WHERE k = 1)), 6) AS BLOB) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
-UPDATE secrets_rows SET env = 'not a blob' WHERE id = 101;
+UPDATE secrets_rows SET env = 'not a blob' WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
 DELETE FROM restore;
 
@@ -80,43 +80,45 @@ DELETE FROM restore;
 -- persist_encrypt, does not open in this table.
 CREATE VIRTUAL TABLE others USING persist(id INTEGER PRIMARY KEY, v TEXT);
 INSERT INTO others VALUES (1, 'other one');
-UPDATE secrets_rows SET env = (SELECT env FROM others_rows) WHERE id = 101;
+UPDATE secrets_rows SET env = (SELECT env FROM others_rows) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
-UPDATE secrets_rows SET env = persist_encrypt('one') WHERE id = 101;
+UPDATE secrets_rows SET env = persist_encrypt('one') WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
 DELETE FROM restore;
 SELECT id, v FROM secrets ORDER BY id;
 
 -- Moving a whole shadow row (record id and envelope together) to another
--- rowid is not tampering: rows are found by record id, and the rowid is a
--- local number.
-UPDATE secrets_rows SET id = 201 WHERE id = 101;
+-- rowid takes it out of its record's slot: a scan reports it, naming the
+-- row, and a lookup by key no longer finds it.
+UPDATE secrets_rows SET id = 201 WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
-UPDATE secrets_rows SET id = 101 WHERE id = 201;
+SELECT id, v FROM secrets ORDER BY id;
+UPDATE secrets_rows SET id = (SELECT shadow FROM slot WHERE k = 1) WHERE id = 201;
+SELECT v FROM secrets WHERE id = 1;
 
 -- A deleted row's tombstone marked live again must not bring back a row
 -- with its values gone: reading it fails, naming the row.
 DELETE FROM secrets WHERE id = 3;
-SELECT id, deleted FROM secrets_rows ORDER BY id;
-UPDATE secrets_rows SET deleted = 0 WHERE id = 103;
+SELECT k, deleted FROM slot JOIN secrets_rows ON secrets_rows.id = slot.shadow ORDER BY k;
+UPDATE secrets_rows SET deleted = 0 WHERE id = (SELECT shadow FROM slot WHERE k = 3);
 SELECT id, v FROM secrets WHERE id = 3;
 SELECT id, v FROM secrets ORDER BY id;
-UPDATE secrets_rows SET deleted = 1 WHERE id = 103;
+UPDATE secrets_rows SET deleted = 1 WHERE id = (SELECT shadow FROM slot WHERE k = 3);
 
 -- A malformed device id in a shadow row: reads do not use it, writes to
 -- the row fail and name it.
-UPDATE secrets_rows SET device = x'00' WHERE id = 102;
+UPDATE secrets_rows SET device = x'00' WHERE id = (SELECT shadow FROM slot WHERE k = 2);
 SELECT v FROM secrets WHERE id = 2;
 UPDATE secrets SET v = 'changed' WHERE id = 2;
 DELETE FROM secrets WHERE id = 2;
-UPDATE secrets_rows SET device = zeroblob(16) WHERE id = 102;
+UPDATE secrets_rows SET device = zeroblob(16) WHERE id = (SELECT shadow FROM slot WHERE k = 2);
 UPDATE secrets SET v = 'two' WHERE id = 2;
 
 -- NOTE: not detected, by design: an older envelope of the same row put
 -- back in place opens, because a local row envelope is bound to the table
 -- and the record id but not to a version.
 UPDATE secrets SET v = 'ONE' WHERE id = 1;
-UPDATE secrets_rows SET env = (SELECT env FROM saved WHERE id = 101) WHERE id = 101;
+UPDATE secrets_rows SET env = (SELECT env FROM saved WHERE id = (SELECT shadow FROM slot WHERE k = 1)) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v AS rolled_back_value FROM secrets WHERE id = 1;
 
 -- Keys. A second database of a store with the same name has its own store
@@ -138,7 +140,7 @@ SELECT persist_status() ->> '$.open' AS open;
 SELECT persist_init('tamper') ->> '$.created' AS created;
 -- A row envelope from the other store, with the header changed to name
 -- this store's key id, fails authentication.
-UPDATE secrets_rows SET env = CAST(x'01' || substr((SELECT env FROM saved WHERE id = 101), 2, 4) || substr((SELECT env FROM other.secrets_rows), 6) AS BLOB) WHERE id = 101;
+UPDATE secrets_rows SET env = CAST(x'01' || substr((SELECT env FROM saved WHERE id = (SELECT shadow FROM slot WHERE k = 1)), 2, 4) || substr((SELECT env FROM other.secrets_rows), 6) AS BLOB) WHERE id = (SELECT shadow FROM slot WHERE k = 1);
 SELECT v FROM secrets WHERE id = 1;
 DELETE FROM restore;
 DETACH other;

@@ -36,7 +36,7 @@ use crate::db::{Db, Step};
 use crate::error::ExtError;
 use crate::state::{Connection, Counters, OpenStore};
 use crate::store::{now_seconds, with_savepoint};
-use crate::vtab::shadow::{self, Shadow, clock_from_sql, clock_to_sql};
+use crate::vtab::shadow::{self, Shadow, Stored, clock_from_sql, clock_to_sql};
 use conninfo::ConnInfo;
 
 /// Records sent per push call.
@@ -107,6 +107,8 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
     let shadows = shadow::open_all(db)?;
 
     let mut summary = Summary::default();
+    // Applied records change tables behind the back of per-table caches.
+    conn.bump_generation();
     with_savepoint(db, "persist_sync", || {
         push(
             &mut client,
@@ -213,18 +215,19 @@ fn push(
         .prepare("SELECT record_id FROM persist.push($1, $2, $3, $4, $5, $6)")
         .map_err(|err| server_error("preparing push", &err))?;
     for shadow in shadows {
+        let mut pushed_seq = shadow.pushed_seq()?;
         loop {
-            let rows = shadow.unpushed(PUSH_BATCH)?;
-            if rows.is_empty() {
+            let rows = shadow.written_after(pushed_seq, PUSH_BATCH)?;
+            let Some(last) = rows.last() else {
                 break;
-            }
+            };
+            let last_seq = last.seq;
             let mut record_ids = Vec::with_capacity(rows.len());
             let mut clocks = Vec::with_capacity(rows.len());
             let mut devices = Vec::with_capacity(rows.len());
             let mut envelopes = Vec::with_capacity(rows.len());
             for row in &rows {
-                let plaintext =
-                    open_local(store, counters, shadow, row.rowid, &row.rid, &row.envelope)?;
+                let plaintext = open_local(store, counters, shadow, row)?;
                 // A tombstone's local envelope is padded to the row it
                 // replaced; the sync record keeps that size.
                 let at_least = row
@@ -261,9 +264,10 @@ fn push(
                 .map_err(|err| server_error("push", &err))?;
             summary.pushed += rows.len() as u64;
             summary.accepted += accepted.len() as u64;
-            for row in &rows {
-                shadow.mark_pushed(row.rowid, row.version.clock)?;
-            }
+            // The server has every one of these writes now, or a newer
+            // version of its record.
+            pushed_seq = last_seq;
+            shadow.set_pushed_seq(pushed_seq)?;
         }
     }
     Ok(())
@@ -273,11 +277,16 @@ fn open_local(
     store: &OpenStore,
     counters: &Counters,
     shadow: &Shadow,
-    rowid: i64,
-    rid: &RecordId,
-    envelope: &[u8],
+    stored: &Stored,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, ExtError> {
-    let row = shadow.open_row(store, counters, rowid, rid.as_bytes(), envelope)?;
+    let row = shadow.open_row(
+        store,
+        counters,
+        stored.rowid,
+        stored.rid.as_bytes(),
+        &stored.envelope,
+        stored.deleted,
+    )?;
     let bytes = persist_core::codec::encode_row(
         row.kind,
         row.columns
@@ -489,11 +498,17 @@ fn apply(
     version: Version,
     record: &sync::SyncRecord,
 ) -> Result<Applied, ExtError> {
-    let local = shadow.find(&rid)?;
+    let probe = shadow.probe(&rid)?;
+    let local = probe.found;
+    // Whether the server has had the local version: it came from the server,
+    // or a push sent it.
+    let synced = |local: &Stored| -> Result<bool, ExtError> {
+        Ok(local.seq == 0 || local.seq <= shadow.pushed_seq()?)
+    };
     if let Some(local) = &local
         && !version.wins_over(Some(&local.version))
     {
-        return Ok(if version < local.version && local.pushed {
+        return Ok(if version < local.version && synced(local)? {
             Applied::Replayed
         } else {
             Applied::Kept
@@ -510,11 +525,20 @@ fn apply(
         _ => Padding::None,
     };
     let sealed = shadow.seal(store, counters, &rid, &record.row_bytes, padding)?;
-    let replaced_unpushed = local.as_ref().is_some_and(|local| !local.pushed);
-    match local {
-        Some(local) => shadow.write(local.rowid, &rid, &sealed, &version, deleted, true)?,
-        None => {
-            shadow.insert(&rid, &sealed, &version, deleted, true)?;
+    let replaced_unpushed = match &local {
+        Some(local) => !synced(local)?,
+        None => false,
+    };
+    // Written with seq 0, which marks a row as the server has it, so it is
+    // not pushed back.
+    match (local, probe.free_slot) {
+        (Some(local), _) => shadow.write(local.rowid, &rid, &sealed, &version, deleted, 0)?,
+        (None, Some(slot)) => shadow.insert(slot, &rid, &sealed, &version, deleted, 0)?,
+        (None, None) => {
+            return Err(ExtError::usage(format!(
+                "encrypted table {}: no free slot for a pulled record",
+                shadow.name()
+            )));
         }
     }
     Ok(Applied::Written { replaced_unpushed })

@@ -45,6 +45,9 @@ struct Cursor {
     plan: Plan,
     stmt: Option<Stmt>,
     current: Option<CurrentRow>,
+    /// For a primary-key lookup, the record id to keep among the rows of its
+    /// slots.
+    target: Option<persist_core::RecordId>,
 }
 
 /// The decoded row a cursor points at.
@@ -112,6 +115,15 @@ const fn build_module() -> ffi::sqlite3_module {
     module.xUpdate = Some(x_update);
     module.xRename = Some(x_rename);
     module.xShadowName = Some(x_shadow_name);
+    // The shadow tables are ordinary tables, so SQLite's own journal undoes
+    // their changes; these callbacks only drop caches a rollback makes stale.
+    module.xBegin = Some(x_noop);
+    module.xSync = Some(x_noop);
+    module.xCommit = Some(x_noop);
+    module.xRollback = Some(x_rollback);
+    module.xSavepoint = Some(x_noop_savepoint);
+    module.xRelease = Some(x_noop_savepoint);
+    module.xRollbackTo = Some(x_rollback_to);
     module
 }
 
@@ -331,6 +343,29 @@ unsafe extern "C" fn x_rename(vtab: *mut ffi::sqlite3_vtab, new_name: *const c_c
     })
 }
 
+unsafe extern "C" fn x_noop(_vtab: *mut ffi::sqlite3_vtab) -> c_int {
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_noop_savepoint(_vtab: *mut ffi::sqlite3_vtab, _savepoint: c_int) -> c_int {
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_rollback(vtab: *mut ffi::sqlite3_vtab) -> c_int {
+    // SAFETY: `vtab` is live for this call.
+    let report = |message: &str| unsafe { set_vtab_error(vtab, message) };
+    guard("xRollback", report, || {
+        // SAFETY: as above.
+        unsafe { table(vtab) }.forget_caches();
+        Ok(ffi::SQLITE_OK)
+    })
+}
+
+unsafe extern "C" fn x_rollback_to(vtab: *mut ffi::sqlite3_vtab, _savepoint: c_int) -> c_int {
+    // SAFETY: `vtab` is live for this call.
+    unsafe { x_rollback(vtab) }
+}
+
 unsafe extern "C" fn x_shadow_name(suffix: *const c_char) -> c_int {
     let result = catch_unwind(|| {
         // SAFETY: SQLite passes a NUL-terminated suffix.
@@ -418,6 +453,7 @@ unsafe extern "C" fn x_open(
                 plan: Plan::Scan,
                 stmt: None,
                 current: None,
+                target: None,
             },
         });
         // SAFETY: SQLite returns the pointer to xClose, which frees it.
@@ -490,12 +526,16 @@ unsafe extern "C" fn x_filter(
                 table.release_cursor_statement(state.plan, stmt);
             }
             state.current = None;
+            state.target = None;
             state.plan = plan;
             let mut stmt = table.cursor_statement(plan)?;
             match plan {
                 Plan::Scan => {}
                 Plan::PrimaryKey => match table.key_from_args(args)? {
-                    Some(rid) => stmt.bind_blob(1, rid.as_bytes())?,
+                    Some(rid) => {
+                        shadow::Shadow::bind_record_id(&mut stmt, &rid)?;
+                        state.target = Some(rid);
+                    }
                     // A NULL key matches no row.
                     None => {
                         table.release_cursor_statement(plan, stmt);
@@ -532,8 +572,25 @@ fn advance(state: &mut Cursor, table: &Table) -> Result<(), ExtError> {
         }
         return Ok(());
     }
-    let rowid = stmt.column_i64(0);
-    let row = table.open_row(rowid, &stmt.column_blob(1), &stmt.column_blob(2))?;
+    let mut rowid = stmt.column_i64(0);
+    let mut rid = stmt.column_blob(1);
+    if let Some(target) = &state.target {
+        // A lookup reads every row in the record's slots: the one with the
+        // record id is the match, and any other must be a record that
+        // legitimately shares the slots, which check_slot confirms.
+        while rid != target.as_bytes() {
+            table.check_slot(rowid, &rid)?;
+            if stmt.step()? == Step::Done {
+                if let Some(stmt) = state.stmt.take() {
+                    table.release_cursor_statement(state.plan, stmt);
+                }
+                return Ok(());
+            }
+            rowid = stmt.column_i64(0);
+            rid = stmt.column_blob(1);
+        }
+    }
+    let row = table.open_row(rowid, &rid, &stmt.column_blob(2))?;
     let schema = &table.schema;
     let in_order = row.columns.len() >= schema.columns.len()
         && schema

@@ -200,6 +200,13 @@ fn parse_column(tokens: &[Token]) -> Result<(Column, bool), String> {
     let name = tokens[0]
         .identifier()
         .ok_or_else(|| format!("expected a column name, found {:?}", tokens[0].text))?;
+    if name.len() > persist_core::codec::MAX_NAME_LEN {
+        return Err(format!(
+            "column name of {} bytes is over the limit of {} bytes",
+            name.len(),
+            persist_core::codec::MAX_NAME_LEN
+        ));
+    }
 
     let mut index = 1;
     let mut type_parts: Vec<&str> = Vec::new();

@@ -2,14 +2,21 @@
 //!
 //! An encrypted table `T` keeps its rows in two ordinary tables:
 //!
-//! - `T_rows(id, rid, env, clock, device, deleted, pushed)`: one row per
+//! - `T_rows(id, rid, env, clock, device, deleted, seq)`: one row per
 //!   record, with the blind record id, the envelope, the version of the last
-//!   write, a tombstone flag and whether the sync server has the last write.
-//!   No value and no primary key appears here. `id` is the virtual table's
-//!   rowid, random so that it does not follow the insertion order.
+//!   write, a tombstone flag, and `seq`, the local write order (0 for a row
+//!   as the sync server sent it). No value and no primary key appears here.
 //! - `T_config(key, value)`: the table's logical name, which its envelopes and
 //!   blind ids are bound to and which stays fixed when the table is renamed,
-//!   and the shadow format version.
+//!   the shadow format version, and `pushed_seq`, the last `seq` the sync
+//!   server has.
+//!
+//! `id`, the virtual table's rowid, is the record's slot: the first 63 bits
+//! of its blind record id, or one of the next three numbers when another
+//! record took that one first (two 128-bit HMACs sharing 63 bits is
+//! vanishingly rare). One B-tree thus serves lookups by record id and by
+//! rowid, and a rowid reveals nothing, not even the insertion order. A shadow
+//! row is never deleted, only overwritten, so a probe never meets a gap.
 //!
 //! Both the virtual table and the sync client write rows through
 //! [`Shadow`], so the layout is defined in this one place.
@@ -17,10 +24,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use persist_core::codec::{self, Row, ValueRef};
+use persist_core::codec::{self, Row, RowKind, ValueRef};
 use persist_core::sync::Version;
 use persist_core::{DeviceId, Location, Padding, Purpose, RecordId};
-use rusqlite::ffi;
 
 use crate::db::{Db, Step, Stmt, quote_identifier};
 use crate::error::{CoreContext, ExtError};
@@ -28,6 +34,9 @@ use crate::state::{Counters, OpenStore};
 
 /// Format version of the shadow tables.
 pub const SHADOW_VERSION: i64 = 1;
+
+/// How many consecutive slots a record id may take.
+const PROBE_SLOTS: i64 = 4;
 
 /// How a cursor reads rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +51,7 @@ pub enum Plan {
 
 /// A shadow row.
 pub struct Stored {
-    /// The local rowid.
+    /// The local rowid, which is the record's slot.
     pub rowid: i64,
     /// The blind record id.
     pub rid: RecordId,
@@ -52,8 +61,16 @@ pub struct Stored {
     pub version: Version,
     /// Whether the row is a tombstone.
     pub deleted: bool,
-    /// Whether the sync server has this version.
-    pub pushed: bool,
+    /// Local write order; 0 for a row as the sync server sent it.
+    pub seq: i64,
+}
+
+/// The result of looking up a record id.
+pub struct Probe {
+    /// The record's shadow row, if it has one.
+    pub found: Option<Stored>,
+    /// The first free slot for the record, when it has no row.
+    pub free_slot: Option<i64>,
 }
 
 /// The shadow tables of one encrypted table.
@@ -79,19 +96,27 @@ impl Shadow {
         declaration: &str,
     ) -> Result<Self, ExtError> {
         let shadow = Self::new(db, schema_name, name, name.to_owned());
+        // The index name is random rather than derived from the table name,
+        // because SQLite does not rename indexes with their table, and a
+        // derived name would collide with a later table of the old name.
+        let suffix: [u8; 8] =
+            persist_core::random::array().context_with(|| "naming an index".into())?;
+        let index_name: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
         db.exec(&format!(
             "CREATE TABLE {rows}(
                  id INTEGER PRIMARY KEY,
-                 rid BLOB NOT NULL UNIQUE,
+                 rid BLOB NOT NULL,
                  env BLOB NOT NULL,
                  clock INTEGER NOT NULL,
                  device BLOB NOT NULL,
-                 deleted INTEGER NOT NULL DEFAULT 0,
-                 pushed INTEGER NOT NULL DEFAULT 0);
-             {index};
+                 deleted INTEGER NOT NULL,
+                 seq INTEGER NOT NULL);
+             CREATE INDEX {schema}.{index} ON {rows_bare}(seq) WHERE seq > 0;
              CREATE TABLE {config}(key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID;",
             rows = shadow.table("rows"),
-            index = shadow.unpushed_index_sql(name),
+            schema = quote_identifier(schema_name),
+            index = quote_identifier(&format!("persist_seq_{index_name}")),
+            rows_bare = quote_identifier(&format!("{name}_rows")),
             config = shadow.table("config"),
         ))
         .map_err(|err| {
@@ -108,6 +133,7 @@ impl Shadow {
             ("logical_name", ValueRef::Text(name)),
             ("version", ValueRef::Integer(SHADOW_VERSION)),
             ("declaration", ValueRef::Text(declaration)),
+            ("pushed_seq", ValueRef::Integer(0)),
         ] {
             insert.bind_text(1, key)?;
             insert.bind(2, value)?;
@@ -161,15 +187,6 @@ impl Shadow {
         )
     }
 
-    fn unpushed_index_sql(&self, name: &str) -> String {
-        format!(
-            "CREATE INDEX {}.{} ON {}(pushed) WHERE pushed = 0",
-            quote_identifier(&self.schema_name),
-            quote_identifier(&format!("{name}_rows_unpushed")),
-            quote_identifier(&format!("{name}_rows")),
-        )
-    }
-
     /// Drops the shadow tables.
     ///
     /// # Errors
@@ -191,13 +208,6 @@ impl Shadow {
     /// SQLite's errors.
     pub fn rename(&self, new_name: &str) -> Result<(), ExtError> {
         self.forget_statements();
-        // Index names are not renamed with their table, and a leftover name
-        // would collide with the index of a new table of the old name.
-        self.db.exec(&format!(
-            "DROP INDEX IF EXISTS {}.{};",
-            quote_identifier(&self.schema_name),
-            quote_identifier(&format!("{}_rows_unpushed", self.name.borrow())),
-        ))?;
         for suffix in ["rows", "config"] {
             self.db.exec(&format!(
                 "ALTER TABLE {} RENAME TO {}",
@@ -206,7 +216,7 @@ impl Shadow {
             ))?;
         }
         *self.name.borrow_mut() = new_name.to_owned();
-        self.db.exec(&self.unpushed_index_sql(new_name))
+        Ok(())
     }
 
     fn forget_statements(&self) {
@@ -234,7 +244,9 @@ impl Shadow {
     }
 
     /// Takes an idle statement for a cursor with `plan`, or prepares one. It
-    /// selects `id, rid, env` of live rows.
+    /// selects `id, rid, env` of live rows. A [`Plan::RecordId`] statement
+    /// takes the parameters that [`Shadow::bind_record_id`] binds, and a
+    /// [`Plan::Rowid`] statement the rowid.
     ///
     /// # Errors
     ///
@@ -248,11 +260,24 @@ impl Shadow {
         let rows = self.table("rows");
         let filter = match plan {
             Plan::Scan => "deleted = 0",
-            Plan::RecordId => "rid = ?1 AND deleted = 0",
+            Plan::RecordId => "id BETWEEN ?1 AND ?2 AND deleted = 0",
             Plan::Rowid => "id = ?1 AND deleted = 0",
         };
         self.db
             .prepare_persistent(&format!("SELECT id, rid, env FROM {rows} WHERE {filter}"))
+    }
+
+    /// Binds the parameters of a [`Plan::RecordId`] statement, which returns
+    /// every live row in the record's slots; the caller keeps the one whose
+    /// record id matches.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub fn bind_record_id(stmt: &mut Stmt, rid: &RecordId) -> Result<(), ExtError> {
+        let (first, last) = slot_range(rid);
+        stmt.bind_i64(1, first)?;
+        stmt.bind_i64(2, last)
     }
 
     /// Returns a cursor's statement for reuse.
@@ -273,12 +298,14 @@ impl Shadow {
         }
     }
 
-    /// Opens and decodes the envelope of shadow row `rowid`.
+    /// Opens and decodes the envelope of shadow row `rowid`, which must be a
+    /// live row (`tombstone == false`) or a tombstone.
     ///
     /// # Errors
     ///
     /// A core error naming the table and row when the envelope does not open
-    /// or decode.
+    /// or decode, and a usage error when the row is not of the expected
+    /// kind, which only a change to the shadow table can cause.
     pub fn open_row(
         &self,
         store: &OpenStore,
@@ -286,6 +313,7 @@ impl Shadow {
         rowid: i64,
         rid: &[u8],
         envelope: &[u8],
+        tombstone: bool,
     ) -> Result<Row, ExtError> {
         let context = || {
             format!(
@@ -299,7 +327,22 @@ impl Shadow {
             .open(&self.location(&rid), envelope)
             .context_with(context)?;
         counters.count_open();
-        codec::decode_row(&plaintext).context_with(context)
+        let row = codec::decode_row(&plaintext).context_with(context)?;
+        let expected = if tombstone {
+            RowKind::Tombstone
+        } else {
+            RowKind::Row
+        };
+        if row.kind != expected {
+            return Err(ExtError::usage(format!(
+                "encrypted table {}, row {rowid}: the shadow row is marked as a {} but holds a \
+                 {}; the shadow table was modified",
+                self.name(),
+                kind_name(expected),
+                kind_name(row.kind)
+            )));
+        }
+        Ok(row)
     }
 
     /// Seals encoded row bytes for record `rid`.
@@ -323,97 +366,133 @@ impl Shadow {
         Ok(envelope)
     }
 
-    /// The shadow row of record `rid`, live or tombstone.
+    /// Checks that shadow row `rowid` sits in one of its record's slots; a
+    /// row moved elsewhere would be missed by lookups.
     ///
     /// # Errors
     ///
-    /// SQLite's errors, and a usage error for a damaged shadow row.
-    pub fn find(&self, rid: &RecordId) -> Result<Option<Stored>, ExtError> {
-        self.with_statement(
-            "find_rid",
+    /// A usage error naming the table and row.
+    pub fn check_slot(&self, rowid: i64, rid: &[u8]) -> Result<(), ExtError> {
+        let rid = RecordId::from_slice(rid).map_err(|err| {
+            ExtError::core(
+                format!(
+                    "encrypted table {}, row {rowid}: the shadow row's record id is damaged",
+                    self.name()
+                ),
+                err,
+            )
+        })?;
+        let (first, last) = slot_range(&rid);
+        if (first..=last).contains(&rowid) {
+            Ok(())
+        } else {
+            Err(ExtError::usage(format!(
+                "encrypted table {}, row {rowid}: the shadow row is not in its record's slot; \
+                 the shadow table was modified",
+                self.name()
+            )))
+        }
+    }
+
+    /// Looks up record `rid`: its shadow row, live or tombstone, or else the
+    /// slot a new row for it would take.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors, a usage error for a damaged shadow row, and one when
+    /// every slot of the record is taken by other records.
+    pub fn probe(&self, rid: &RecordId) -> Result<Probe, ExtError> {
+        let (first, last) = slot_range(rid);
+        let rows = self.with_statement(
+            "probe",
             |s| {
                 format!(
-                    "SELECT id, rid, env, clock, device, deleted, pushed FROM {} WHERE rid = ?1",
+                    "SELECT id, rid, env, clock, device, deleted, seq FROM {} \
+                     WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
                     s.table("rows")
                 )
             },
             |stmt| {
-                stmt.bind_blob(1, rid.as_bytes())?;
-                read_stored(stmt)
+                stmt.bind_i64(1, first)?;
+                stmt.bind_i64(2, last)?;
+                let mut rows = Vec::new();
+                while let Some(row) = self.read_stored(stmt)? {
+                    rows.push(row);
+                }
+                Ok(rows)
             },
-        )
+        )?;
+        let free_slot = (first..=last).find(|slot| rows.iter().all(|row| row.rowid != *slot));
+        let found = rows.into_iter().find(|row| row.rid == *rid);
+        if found.is_none() && free_slot.is_none() {
+            return Err(ExtError::usage(format!(
+                "encrypted table {}: all {PROBE_SLOTS} slots of a record id are taken by other \
+                 records",
+                self.name()
+            )));
+        }
+        Ok(Probe { found, free_slot })
+    }
+
+    /// The shadow row of record `rid`, live or tombstone.
+    ///
+    /// # Errors
+    ///
+    /// As [`Shadow::probe`].
+    pub fn find(&self, rid: &RecordId) -> Result<Option<Stored>, ExtError> {
+        Ok(self.probe(rid)?.found)
     }
 
     /// The live shadow row with rowid `rowid`.
     ///
     /// # Errors
     ///
-    /// As [`Shadow::find`].
+    /// As [`Shadow::probe`].
     pub fn find_rowid(&self, rowid: i64) -> Result<Option<Stored>, ExtError> {
         self.with_statement(
             "find_rowid",
             |s| {
                 format!(
-                    "SELECT id, rid, env, clock, device, deleted, pushed FROM {} \
+                    "SELECT id, rid, env, clock, device, deleted, seq FROM {} \
                      WHERE id = ?1 AND deleted = 0",
                     s.table("rows")
                 )
             },
             |stmt| {
                 stmt.bind_i64(1, rowid)?;
-                read_stored(stmt)
+                self.read_stored(stmt)
             },
         )
     }
 
-    /// Inserts a shadow row under a fresh random rowid and returns it.
+    /// Inserts a shadow row into free slot `rowid`.
     ///
     /// # Errors
     ///
-    /// SQLite's errors, such as a record id that exists already.
+    /// SQLite's errors.
     pub fn insert(
         &self,
+        rowid: i64,
         rid: &RecordId,
         envelope: &[u8],
         version: &Version,
         deleted: bool,
-        pushed: bool,
-    ) -> Result<i64, ExtError> {
-        // A collision among 2^63 values is vanishingly rare; a few retries
-        // make it impossible to fail for that reason in practice.
-        for _ in 0..4 {
-            let rowid = random_rowid()?;
-            let inserted = self.with_statement(
-                "insert",
-                |s| {
-                    format!(
-                        "INSERT INTO {}(id, rid, env, clock, device, deleted, pushed) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        s.table("rows")
-                    )
-                },
-                |stmt| {
-                    stmt.bind_i64(1, rowid)?;
-                    stmt.bind_blob(2, rid.as_bytes())?;
-                    stmt.bind_blob(3, envelope)?;
-                    stmt.bind_i64(4, clock_to_sql(version.clock))?;
-                    stmt.bind_blob(5, version.device.as_bytes())?;
-                    stmt.bind_i64(6, i64::from(deleted))?;
-                    stmt.bind_i64(7, i64::from(pushed))?;
-                    stmt.execute()
-                },
-            );
-            match inserted {
-                Ok(()) => return Ok(rowid),
-                Err(ExtError::Sqlite { code, .. })
-                    if code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY && self.find(rid)?.is_none() => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Err(ExtError::usage(format!(
-            "encrypted table {}: no free random rowid found after 4 tries",
-            self.name()
-        )))
+        seq: i64,
+    ) -> Result<(), ExtError> {
+        self.with_statement(
+            "insert",
+            |s| {
+                format!(
+                    "INSERT INTO {}(id, rid, env, clock, device, deleted, seq) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    s.table("rows")
+                )
+            },
+            |stmt| {
+                bind_row(stmt, rowid, rid, envelope, version, deleted, seq)?;
+                stmt.execute()
+            },
+        )
     }
 
     /// Overwrites shadow row `rowid`.
@@ -428,91 +507,111 @@ impl Shadow {
         envelope: &[u8],
         version: &Version,
         deleted: bool,
-        pushed: bool,
+        seq: i64,
     ) -> Result<(), ExtError> {
         self.with_statement(
             "write",
             |s| {
                 format!(
                     "UPDATE {} SET rid = ?2, env = ?3, clock = ?4, device = ?5, deleted = ?6, \
-                     pushed = ?7 WHERE id = ?1",
+                     seq = ?7 WHERE id = ?1",
                     s.table("rows")
                 )
             },
             |stmt| {
-                stmt.bind_i64(1, rowid)?;
-                stmt.bind_blob(2, rid.as_bytes())?;
-                stmt.bind_blob(3, envelope)?;
-                stmt.bind_i64(4, clock_to_sql(version.clock))?;
-                stmt.bind_blob(5, version.device.as_bytes())?;
-                stmt.bind_i64(6, i64::from(deleted))?;
-                stmt.bind_i64(7, i64::from(pushed))?;
+                bind_row(stmt, rowid, rid, envelope, version, deleted, seq)?;
                 stmt.execute()
             },
         )
     }
 
-    /// Deletes the shadow row of record `rid`.
+    /// The write order number for the next local write: one more than the
+    /// largest in the table. Writes are serialized by SQLite's write lock,
+    /// so the numbers grow in commit order across connections.
     ///
     /// # Errors
     ///
     /// SQLite's errors.
-    pub fn delete(&self, rid: &RecordId) -> Result<(), ExtError> {
+    pub fn next_seq(&self) -> Result<i64, ExtError> {
         self.with_statement(
-            "delete_rid",
-            |s| format!("DELETE FROM {} WHERE rid = ?1", s.table("rows")),
+            "next_seq",
+            |s| format!("SELECT max(seq) FROM {} WHERE seq > 0", s.table("rows")),
             |stmt| {
-                stmt.bind_blob(1, rid.as_bytes())?;
+                stmt.step()?;
+                Ok(stmt.column_i64(0).saturating_add(1))
+            },
+        )
+    }
+
+    /// The last write order number the sync server has.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub fn pushed_seq(&self) -> Result<i64, ExtError> {
+        self.with_statement(
+            "pushed_seq",
+            |s| {
+                format!(
+                    "SELECT value FROM {} WHERE key = 'pushed_seq'",
+                    s.table("config")
+                )
+            },
+            |stmt| {
+                Ok(match stmt.step()? {
+                    Step::Row => stmt.column_i64(0),
+                    Step::Done => 0,
+                })
+            },
+        )
+    }
+
+    /// Records that the sync server has every write up to `seq`.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub fn set_pushed_seq(&self, seq: i64) -> Result<(), ExtError> {
+        self.with_statement(
+            "set_pushed_seq",
+            |s| {
+                format!(
+                    "INSERT INTO {}(key, value) VALUES ('pushed_seq', ?1) \
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    s.table("config")
+                )
+            },
+            |stmt| {
+                stmt.bind_i64(1, seq)?;
                 stmt.execute()
             },
         )
     }
 
-    /// Up to `limit` rows that the sync server does not have yet.
+    /// Up to `limit` local writes after `after`, in write order: those the
+    /// sync server does not have yet when `after` is [`Shadow::pushed_seq`].
     ///
     /// # Errors
     ///
-    /// As [`Shadow::find`].
-    pub fn unpushed(&self, limit: i64) -> Result<Vec<Stored>, ExtError> {
+    /// As [`Shadow::probe`].
+    pub fn written_after(&self, after: i64, limit: i64) -> Result<Vec<Stored>, ExtError> {
         self.with_statement(
-            "unpushed",
+            "written_after",
             |s| {
                 format!(
-                    "SELECT id, rid, env, clock, device, deleted, pushed FROM {} \
-                     WHERE pushed = 0 LIMIT ?1",
+                    "SELECT id, rid, env, clock, device, deleted, seq FROM {} \
+                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                     s.table("rows")
                 )
             },
             |stmt| {
-                stmt.bind_i64(1, limit)?;
+                stmt.bind_i64(1, after)?;
+                stmt.bind_i64(2, limit)?;
                 let mut rows = Vec::new();
-                while let Some(row) = read_stored(stmt)? {
+                while let Some(row) = self.read_stored(stmt)? {
                     rows.push(row);
                 }
                 Ok(rows)
-            },
-        )
-    }
-
-    /// Marks row `rowid` as pushed, unless it was written again since its
-    /// version `clock` was read.
-    ///
-    /// # Errors
-    ///
-    /// SQLite's errors.
-    pub fn mark_pushed(&self, rowid: i64, clock: u64) -> Result<(), ExtError> {
-        self.with_statement(
-            "mark_pushed",
-            |s| {
-                format!(
-                    "UPDATE {} SET pushed = 1 WHERE id = ?1 AND clock = ?2",
-                    s.table("rows")
-                )
-            },
-            |stmt| {
-                stmt.bind_i64(1, rowid)?;
-                stmt.bind_i64(2, clock_to_sql(clock))?;
-                stmt.execute()
             },
         )
     }
@@ -533,6 +632,75 @@ impl Shadow {
             },
         )
     }
+
+    /// Reads the next row of `stmt`, which selects `id, rid, env, clock,
+    /// device, deleted, seq`.
+    fn read_stored(&self, stmt: &mut Stmt) -> Result<Option<Stored>, ExtError> {
+        if stmt.step()? == Step::Done {
+            return Ok(None);
+        }
+        let rowid = stmt.column_i64(0);
+        let damaged = |field: &'static str| {
+            move |err: persist_core::Error| {
+                ExtError::core(
+                    format!(
+                        "encrypted table {}, row {rowid}: the shadow row's {field} is damaged",
+                        self.name()
+                    ),
+                    err,
+                )
+            }
+        };
+        let rid = RecordId::from_slice(&stmt.column_blob(1)).map_err(damaged("record id"))?;
+        let device = DeviceId::from_slice(&stmt.column_blob(4)).map_err(damaged("device id"))?;
+        Ok(Some(Stored {
+            rowid,
+            rid,
+            envelope: stmt.column_blob(2),
+            version: Version {
+                clock: clock_from_sql(stmt.column_i64(3)),
+                device,
+            },
+            deleted: stmt.column_i64(5) != 0,
+            seq: stmt.column_i64(6),
+        }))
+    }
+}
+
+/// Binds `id, rid, env, clock, device, deleted, seq` as parameters 1 to 7.
+fn bind_row(
+    stmt: &mut Stmt,
+    rowid: i64,
+    rid: &RecordId,
+    envelope: &[u8],
+    version: &Version,
+    deleted: bool,
+    seq: i64,
+) -> Result<(), ExtError> {
+    stmt.bind_i64(1, rowid)?;
+    stmt.bind_blob(2, rid.as_bytes())?;
+    stmt.bind_blob(3, envelope)?;
+    stmt.bind_i64(4, clock_to_sql(version.clock))?;
+    stmt.bind_blob(5, version.device.as_bytes())?;
+    stmt.bind_i64(6, i64::from(deleted))?;
+    stmt.bind_i64(7, seq)
+}
+
+fn kind_name(kind: RowKind) -> &'static str {
+    match kind {
+        RowKind::Row => "live row",
+        RowKind::Tombstone => "tombstone",
+    }
+}
+
+/// The slots record `rid` may take: the first 63 bits of the id, as a
+/// positive rowid, and the next three.
+fn slot_range(rid: &RecordId) -> (i64, i64) {
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&rid.as_bytes()[..8]);
+    // A u64 shifted right by one fits in i64.
+    let first = ((u64::from_be_bytes(prefix) >> 1) as i64).clamp(1, i64::MAX - PROBE_SLOTS);
+    (first, first + PROBE_SLOTS - 1)
 }
 
 /// Reads the logical name from `T_config` and checks the shadow version.
@@ -602,32 +770,20 @@ pub fn open_all(db: Db) -> Result<Vec<Shadow>, ExtError> {
         .collect()
 }
 
-/// A random positive rowid.
-fn random_rowid() -> Result<i64, ExtError> {
-    let bytes: [u8; 8] =
-        persist_core::random::array().context_with(|| "generating a rowid".into())?;
-    Ok((i64::from_be_bytes(bytes) & i64::MAX).max(1))
-}
-
-fn read_stored(stmt: &mut Stmt) -> Result<Option<Stored>, ExtError> {
-    if stmt.step()? == Step::Done {
-        return Ok(None);
-    }
-    let rid = RecordId::from_slice(&stmt.column_blob(1))
-        .context_with(|| "a shadow row has a malformed record id".into())?;
-    let device = DeviceId::from_slice(&stmt.column_blob(4))
-        .context_with(|| "a shadow row has a malformed device id".into())?;
-    Ok(Some(Stored {
-        rowid: stmt.column_i64(0),
-        rid,
-        envelope: stmt.column_blob(2),
-        version: Version {
-            clock: clock_from_sql(stmt.column_i64(3)),
-            device,
-        },
-        deleted: stmt.column_i64(5) != 0,
-        pushed: stmt.column_i64(6) != 0,
-    }))
+/// The logical names of encrypted tables `names` of the main database.
+///
+/// # Errors
+///
+/// As [`Shadow::open`].
+pub fn logical_names(db: Db, names: &[String]) -> Result<Vec<(String, String)>, ExtError> {
+    names
+        .iter()
+        .cloned()
+        .map(|name| {
+            let logical = read_logical_name(db, "main", &name)?;
+            Ok((name, logical))
+        })
+        .collect()
 }
 
 /// Stores a clock value in an INTEGER column; values stay far below 2^63

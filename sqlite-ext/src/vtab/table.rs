@@ -73,10 +73,12 @@ pub struct Table {
     integer_keys: RefCell<Option<IntegerKeys>>,
 }
 
-/// The largest INTEGER key seen, valid while no other connection commits.
+/// The largest INTEGER key in the table, valid while no other connection
+/// commits and this one neither rolls back nor applies synced changes.
 #[derive(Clone, Copy)]
 struct IntegerKeys {
     data_version: i64,
+    generation: u64,
     max: i64,
 }
 
@@ -101,8 +103,29 @@ impl Table {
                  connection; call SELECT persist_init('<store name>') first"
             ))
         })?;
+        if schema_name != "main" {
+            return Err(ExtError::usage(format!(
+                "cannot create encrypted table {schema_name}.{name}: encrypted tables live in \
+                 the main database, whose store persist_init opened"
+            )));
+        }
+        // The new table is in sqlite_schema already, without shadow tables.
+        let others: Vec<String> = super::shadow::table_names(db)?
+            .into_iter()
+            .filter(|other| other != name)
+            .collect();
+        if let Some((other, _)) = super::shadow::logical_names(db, &others)?
+            .into_iter()
+            .find(|(_, logical)| logical == name)
+        {
+            return Err(ExtError::usage(format!(
+                "cannot create encrypted table {name}: table {other} was created under that \
+                 name and its rows stay bound to it; choose another name"
+            )));
+        }
         let shadow = Shadow::create(db, schema_name, name, &schema.declaration())?;
         crate::sync::apply_inbox(&store, &conn.counters, &shadow)?;
+        conn.bump_generation();
         Ok(Self::new(conn, db, shadow, schema))
     }
 
@@ -143,6 +166,13 @@ impl Table {
     /// planner only has to prefer a key lookup to a scan.
     pub fn estimated_rows(&self) -> i64 {
         100_000
+    }
+
+    /// Drops caches that a rollback makes stale, on this table and, through
+    /// the connection's generation, on every other.
+    pub fn forget_caches(&self) {
+        self.conn.bump_generation();
+        *self.integer_keys.borrow_mut() = None;
     }
 
     /// Drops the shadow tables.
@@ -188,6 +218,15 @@ impl Table {
         })
     }
 
+    /// Checks that shadow row `rowid` sits in its record's slots.
+    ///
+    /// # Errors
+    ///
+    /// As [`Shadow::check_slot`].
+    pub fn check_slot(&self, rowid: i64, rid: &[u8]) -> Result<(), ExtError> {
+        self.shadow.check_slot(rowid, rid)
+    }
+
     /// Opens and decodes the envelope of shadow row `rowid`.
     ///
     /// # Errors
@@ -196,8 +235,9 @@ impl Table {
     /// open or decode.
     pub fn open_row(&self, rowid: i64, rid: &[u8], envelope: &[u8]) -> Result<Row, ExtError> {
         let store = self.store()?;
+        self.shadow.check_slot(rowid, rid)?;
         self.shadow
-            .open_row(&store, &self.conn.counters, rowid, rid, envelope)
+            .open_row(&store, &self.conn.counters, rowid, rid, envelope, false)
     }
 
     /// The blind record id of a primary key given as filter arguments, or
@@ -220,7 +260,8 @@ impl Table {
             let column = &self.schema.columns[*column];
             // SAFETY: guaranteed by the caller.
             let value =
-                unsafe { affinity::read_with_affinity(*arg, column.affinity, &column.name)? };
+                unsafe { affinity::read_with_affinity(*arg, column.affinity, &column.name) }
+                    .map_err(|err| self.in_table(err))?;
             if matches!(value.as_ref(), ValueRef::Null) {
                 return Ok(None);
             }
@@ -228,6 +269,16 @@ impl Table {
         }
         let refs: Vec<ValueRef<'_>> = values.iter().map(Converted::as_ref).collect();
         Ok(Some(store.cipher.record_id(self.shadow.logical(), &refs)))
+    }
+
+    /// Prefixes a value error, which names the column, with the table.
+    fn in_table(&self, err: ExtError) -> ExtError {
+        match err {
+            ExtError::Usage(message) => {
+                ExtError::Usage(format!("encrypted table {}, column {message}", self.name()))
+            }
+            other => other,
+        }
     }
 
     /// Applies an xUpdate call: a delete, an insert or an update.
@@ -254,11 +305,10 @@ impl Table {
             let new_rowid = affinity::read(args[1], "rowid")?;
             let mut values = Vec::with_capacity(args.len() - 2);
             for (arg, column) in args[2..].iter().zip(&self.schema.columns) {
-                values.push(affinity::read_with_affinity(
-                    *arg,
-                    column.affinity,
-                    &column.name,
-                )?);
+                values.push(
+                    affinity::read_with_affinity(*arg, column.affinity, &column.name)
+                        .map_err(|err| self.in_table(err))?,
+                );
             }
             match old_rowid {
                 ValueRef::Null => {
@@ -334,24 +384,24 @@ impl Table {
             None
         };
         let rid = self.record_id(store, &values, row_key.as_ref());
-        let existing = self.shadow.find(&rid)?;
+        let probe = self.shadow.probe(&rid)?;
 
-        if let Some(existing) = existing.as_ref().filter(|stored| !stored.deleted) {
-            if self.db.on_conflict() != ffi::SQLITE_REPLACE {
-                return Err(self.unique_error());
+        let rowid = match probe.found {
+            Some(existing) if !existing.deleted => {
+                if self.db.on_conflict() != ffi::SQLITE_REPLACE {
+                    return Err(self.unique_error());
+                }
+                // INSERT OR REPLACE: the new row takes the place of the old
+                // one, keeping columns it does not know.
+                let old = self.open_live(&existing)?;
+                let bytes = self.encode(&values, row_key.as_ref(), Some(&old))?;
+                self.write_live(store, existing.rowid, &rid, &bytes, Some(&existing.version))?;
+                self.forget_integer_key_if_max(&old);
+                existing.rowid
             }
-            // INSERT OR REPLACE: the new row takes the place of the old one.
-            let old = self.open_row(existing.rowid, existing.rid.as_bytes(), &existing.envelope)?;
-            let bytes = self.encode(&values, row_key.as_ref(), Some(&old))?;
-            self.write_live(store, existing.rowid, &rid, &bytes, Some(&existing.version))?;
-            self.note_integer_key(&values);
-            return Ok(existing.rowid);
-        }
-
-        let bytes = self.encode(&values, row_key.as_ref(), None)?;
-        let rowid = match existing {
             // A tombstone of the same key: the new row supersedes it.
             Some(tombstone) => {
+                let bytes = self.encode(&values, row_key.as_ref(), None)?;
                 self.write_live(
                     store,
                     tombstone.rowid,
@@ -362,14 +412,27 @@ impl Table {
                 tombstone.rowid
             }
             None => {
+                let bytes = self.encode(&values, row_key.as_ref(), None)?;
+                let slot = self.free_slot(probe.free_slot)?;
                 let version = store.next_version(None);
                 let envelope = self.seal(store, &rid, &bytes, Padding::None)?;
+                let seq = self.shadow.next_seq()?;
                 self.shadow
-                    .insert(&rid, &envelope, &version, false, false)?
+                    .insert(slot, &rid, &envelope, &version, false, seq)?;
+                slot
             }
         };
         self.note_integer_key(&values);
         Ok(rowid)
+    }
+
+    fn free_slot(&self, slot: Option<i64>) -> Result<i64, ExtError> {
+        slot.ok_or_else(|| {
+            ExtError::usage(format!(
+                "encrypted table {}: no free slot for a new record",
+                self.name()
+            ))
+        })
     }
 
     fn update_row(
@@ -385,30 +448,40 @@ impl Table {
                 self.name()
             ))
         })?;
-        let old = self.open_row(rowid, stored.rid.as_bytes(), &stored.envelope)?;
+        let old = self.open_live(&stored)?;
         let row_key = self.row_key_of(&old)?;
         let rid = self.record_id(store, &values, row_key.as_ref());
         let bytes = self.encode(&values, row_key.as_ref(), Some(&old))?;
+        self.forget_integer_key_if_max(&old);
 
         if rid == stored.rid {
-            return self.write_live(store, rowid, &rid, &bytes, Some(&stored.version));
+            self.write_live(store, rowid, &rid, &bytes, Some(&stored.version))?;
+            self.note_integer_key(&values);
+            return Ok(());
         }
 
-        // The primary key changed: the new key must be free (or replaced),
-        // and the old key leaves a tombstone.
-        let conflict = self.shadow.find(&rid)?;
-        let mut superseded = Some(stored.version);
-        if let Some(conflict) = &conflict {
-            if !conflict.deleted && self.db.on_conflict() != ffi::SQLITE_REPLACE {
-                return Err(self.unique_error());
+        // The primary key changed: the new key's record must be free, a
+        // tombstone, or replaced; the old key's record becomes a tombstone
+        // in place. Shadow rows are never deleted, so probes stay intact.
+        let probe = self.shadow.probe(&rid)?;
+        match probe.found {
+            Some(conflict) => {
+                if !conflict.deleted && self.db.on_conflict() != ffi::SQLITE_REPLACE {
+                    return Err(self.unique_error());
+                }
+                let superseded = stored.version.max(conflict.version);
+                self.write_live(store, conflict.rowid, &rid, &bytes, Some(&superseded))?;
             }
-            superseded = superseded.max(Some(conflict.version));
-            self.shadow.delete(&conflict.rid)?;
+            None => {
+                let slot = self.free_slot(probe.free_slot)?;
+                let version = store.next_version(Some(&stored.version));
+                let envelope = self.seal(store, &rid, &bytes, Padding::None)?;
+                let seq = self.shadow.next_seq()?;
+                self.shadow
+                    .insert(slot, &rid, &envelope, &version, false, seq)?;
+            }
         }
-        self.write_live(store, rowid, &rid, &bytes, superseded.as_ref())?;
-        let (version, envelope) = self.tombstone(store, &old, &stored)?;
-        self.shadow
-            .insert(&stored.rid, &envelope, &version, true, false)?;
+        self.write_tombstone(store, &old, &stored)?;
         self.note_integer_key(&values);
         Ok(())
     }
@@ -417,10 +490,26 @@ impl Table {
         let Some(stored) = self.shadow.find_rowid(rowid)? else {
             return Ok(());
         };
-        let old = self.open_row(rowid, stored.rid.as_bytes(), &stored.envelope)?;
-        let (version, envelope) = self.tombstone(store, &old, &stored)?;
+        let old = self.open_live(&stored)?;
+        self.forget_integer_key_if_max(&old);
+        self.write_tombstone(store, &old, &stored)
+    }
+
+    fn open_live(&self, stored: &Stored) -> Result<Row, ExtError> {
+        self.open_row(stored.rowid, stored.rid.as_bytes(), &stored.envelope)
+    }
+
+    /// Replaces a live shadow row with the tombstone of its record.
+    fn write_tombstone(
+        &self,
+        store: &OpenStore,
+        old: &Row,
+        stored: &Stored,
+    ) -> Result<(), ExtError> {
+        let (version, envelope) = self.tombstone(store, old, stored)?;
+        let seq = self.shadow.next_seq()?;
         self.shadow
-            .write(rowid, &stored.rid, &envelope, &version, true, false)
+            .write(stored.rowid, &stored.rid, &envelope, &version, true, seq)
     }
 
     /// Seals a tombstone for a deleted row, padded to the size of the row.
@@ -474,8 +563,9 @@ impl Table {
     ) -> Result<(), ExtError> {
         let version = store.next_version(current);
         let envelope = self.seal(store, rid, bytes, Padding::None)?;
+        let seq = self.shadow.next_seq()?;
         self.shadow
-            .write(rowid, rid, &envelope, &version, false, false)
+            .write(rowid, rid, &envelope, &version, false, seq)
     }
 
     fn seal(
@@ -560,13 +650,18 @@ impl Table {
     }
 
     /// The next free INTEGER key: one more than the largest key in the
-    /// table, found by a scan the first time and tracked afterwards for as
-    /// long as no other connection commits.
+    /// table, as SQLite gives an INTEGER PRIMARY KEY. The largest key is
+    /// found by a scan the first time and then tracked, until a change the
+    /// tracking cannot see: another connection's commit, a rollback, synced
+    /// changes, or the removal of the largest key.
     fn next_integer_key(&self) -> Result<i64, ExtError> {
         let data_version = self.shadow.data_version()?;
+        let generation = self.conn.generation();
         let cached = *self.integer_keys.borrow();
         let max = match cached {
-            Some(keys) if keys.data_version == data_version => keys.max,
+            Some(keys) if keys.data_version == data_version && keys.generation == generation => {
+                keys.max
+            }
             _ => self.scan_max_integer_key()?,
         };
         let next = max.checked_add(1).ok_or_else(|| ExtError::Constraint {
@@ -576,8 +671,27 @@ impl Table {
                 self.name()
             ),
         })?;
-        *self.integer_keys.borrow_mut() = Some(IntegerKeys { data_version, max });
+        *self.integer_keys.borrow_mut() = Some(IntegerKeys {
+            data_version,
+            generation,
+            max,
+        });
         Ok(next)
+    }
+
+    /// Drops the tracked largest key when `old`, a row being replaced or
+    /// deleted, holds it.
+    fn forget_integer_key_if_max(&self, old: &Row) {
+        if !self.schema.has_integer_key() {
+            return;
+        }
+        let key_name = &self.schema.columns[self.schema.primary_key[0]].name;
+        let mut cached = self.integer_keys.borrow_mut();
+        if let (Some(keys), Some(Value::Integer(key))) = (cached.as_ref(), old.get(key_name))
+            && *key >= keys.max
+        {
+            *cached = None;
+        }
     }
 
     fn note_integer_key(&self, values: &[Converted<'_>]) {

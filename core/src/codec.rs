@@ -231,7 +231,10 @@ where
     let columns = columns.into_iter();
     let mut size = 4usize;
     let mut count = 0usize;
-    let mut names = std::collections::HashSet::new();
+    // Rows are usually narrow: compare names pairwise for a few columns and
+    // hash them only for wide rows.
+    let mut names: Vec<&str> = Vec::new();
+    let mut wide: Option<std::collections::HashSet<&str>> = None;
     for (name, value) in columns.clone() {
         if name.len() > MAX_NAME_LEN {
             return Err(Error::invalid(
@@ -239,7 +242,21 @@ where
                 format!("{} bytes, over the limit of {MAX_NAME_LEN}", name.len()),
             ));
         }
-        if !names.insert(name) {
+        let repeated = match &mut wide {
+            Some(set) => !set.insert(name),
+            None if names.len() < 32 => {
+                let repeated = names.contains(&name);
+                names.push(name);
+                repeated
+            }
+            None => {
+                let mut set: std::collections::HashSet<&str> = names.drain(..).collect();
+                let repeated = !set.insert(name);
+                wide = Some(set);
+                repeated
+            }
+        };
+        if repeated {
             return Err(Error::invalid(
                 "row",
                 format!("column {name:?} appears twice"),
@@ -454,6 +471,17 @@ mod tests {
         bytes[second_name] = b'a';
         let err = decode_row(&bytes).unwrap_err().to_string();
         assert!(err.contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn wide_row_rejects_repeated_name() {
+        let names: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+        let mut columns: Vec<(&str, ValueRef<'_>)> =
+            names.iter().map(|n| (n.as_str(), ValueRef::Null)).collect();
+        assert!(encode_row(RowKind::Row, columns.iter().copied()).is_ok());
+        columns.push(("c3", ValueRef::Integer(1)));
+        let err = encode_row(RowKind::Row, columns.iter().copied()).unwrap_err();
+        assert!(err.to_string().contains("\"c3\" appears twice"), "{err}");
     }
 
     #[test]

@@ -138,7 +138,8 @@ impl Header {
     }
 }
 
-type SubkeyId = (u32, Purpose, String);
+/// Subkeys by data key and purpose, then by table.
+type SubkeyCache = HashMap<(u32, Purpose), HashMap<String, Arc<AeadKey>>>;
 
 /// An open keyring with a cache of derived subkeys: seals and opens envelopes
 /// and computes blind record ids for one store.
@@ -151,7 +152,8 @@ pub struct Cipher {
 
 #[derive(Default)]
 struct CipherState {
-    subkeys: HashMap<SubkeyId, Arc<AeadKey>>,
+    subkeys: SubkeyCache,
+    cached: usize,
     seals: HashMap<u32, u64>,
 }
 
@@ -198,7 +200,7 @@ impl Cipher {
                 limit: MAX_PLAINTEXT,
             });
         }
-        let nonce: [u8; NONCE_LEN] = random::array()?;
+        let nonce: [u8; NONCE_LEN] = random::pooled()?;
         self.seal_with_nonce(location, plaintext, padding, &nonce)
     }
 
@@ -278,8 +280,12 @@ impl Cipher {
         // A poisoned lock only means another thread panicked while holding
         // it; the cache stays consistent because every insert is complete.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let id = (key_id, location.purpose, location.table.to_owned());
-        if let Some(subkey) = state.subkeys.get(&id) {
+        let id = (key_id, location.purpose);
+        if let Some(subkey) = state
+            .subkeys
+            .get(&id)
+            .and_then(|tables| tables.get(location.table))
+        {
             return Ok(Arc::clone(subkey));
         }
         let data_key = self
@@ -297,10 +303,16 @@ impl Cipher {
             &info,
         )));
 
-        if state.subkeys.len() >= MAX_CACHED_SUBKEYS {
+        if state.cached >= MAX_CACHED_SUBKEYS {
             state.subkeys.clear();
+            state.cached = 0;
         }
-        state.subkeys.insert(id, Arc::clone(&subkey));
+        state
+            .subkeys
+            .entry(id)
+            .or_default()
+            .insert(location.table.to_owned(), Arc::clone(&subkey));
+        state.cached += 1;
         Ok(subkey)
     }
 }

@@ -103,8 +103,13 @@ impl Db {
         }
     }
 
-    /// Builds an error from a result code and the connection's last message.
+    /// Builds an error from a result code and the connection's last message,
+    /// with the extended result code (such as SQLITE_CONSTRAINT_PRIMARYKEY)
+    /// where SQLite has one for it.
     pub fn error(self, rc: c_int) -> ExtError {
+        // SAFETY: `self.0` is a live connection.
+        let extended = unsafe { ffi::sqlite3_extended_errcode(self.0) };
+        let rc = if extended & 0xff == rc & 0xff { extended } else { rc };
         // SAFETY: `self.0` is a live connection; sqlite3_errmsg returns a
         // NUL-terminated string owned by SQLite, copied before any other call.
         let message = unsafe {

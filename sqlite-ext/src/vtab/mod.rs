@@ -117,7 +117,7 @@ const fn build_module() -> ffi::sqlite3_module {
     module.xShadowName = Some(x_shadow_name);
     // The shadow tables are ordinary tables, so SQLite's own journal undoes
     // their changes; these callbacks only drop caches a rollback makes stale.
-    module.xBegin = Some(x_noop);
+    module.xBegin = Some(x_begin);
     module.xSync = Some(x_noop);
     module.xCommit = Some(x_noop);
     module.xRollback = Some(x_rollback);
@@ -349,6 +349,16 @@ unsafe extern "C" fn x_noop(_vtab: *mut ffi::sqlite3_vtab) -> c_int {
 
 unsafe extern "C" fn x_noop_savepoint(_vtab: *mut ffi::sqlite3_vtab, _savepoint: c_int) -> c_int {
     ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_begin(vtab: *mut ffi::sqlite3_vtab) -> c_int {
+    // SAFETY: `vtab` is live for this call.
+    let report = |message: &str| unsafe { set_vtab_error(vtab, message) };
+    guard("xBegin", report, || {
+        // SAFETY: as above.
+        unsafe { table(vtab) }.begin_transaction();
+        Ok(ffi::SQLITE_OK)
+    })
 }
 
 unsafe extern "C" fn x_rollback(vtab: *mut ffi::sqlite3_vtab) -> c_int {

@@ -81,6 +81,8 @@ pub struct Shadow {
     logical: String,
     statements: RefCell<HashMap<&'static str, Stmt>>,
     idle_cursors: RefCell<Vec<(Plan, Stmt)>>,
+    /// The last write order number handed out in the current transaction.
+    last_seq: std::cell::Cell<Option<i64>>,
 }
 
 impl Shadow {
@@ -160,7 +162,15 @@ impl Shadow {
             logical,
             statements: RefCell::new(HashMap::new()),
             idle_cursors: RefCell::new(Vec::new()),
+            last_seq: std::cell::Cell::new(None),
         }
+    }
+
+    /// Forgets the write order number cached for the current transaction;
+    /// called when a transaction starts, because another connection may
+    /// have written since.
+    pub fn begin_transaction(&self) {
+        self.last_seq.set(None);
     }
 
     /// The table's current name.
@@ -527,20 +537,57 @@ impl Shadow {
 
     /// The write order number for the next local write: one more than the
     /// largest in the table. Writes are serialized by SQLite's write lock,
-    /// so the numbers grow in commit order across connections.
+    /// so the numbers grow in commit order across connections. The largest
+    /// is read once per transaction and counted on in memory; a rollback can
+    /// leave gaps, which do no harm.
     ///
     /// # Errors
     ///
     /// SQLite's errors.
     pub fn next_seq(&self) -> Result<i64, ExtError> {
-        self.with_statement(
-            "next_seq",
-            |s| format!("SELECT max(seq) FROM {} WHERE seq > 0", s.table("rows")),
-            |stmt| {
-                stmt.step()?;
-                Ok(stmt.column_i64(0).saturating_add(1))
-            },
-        )
+        let last = match self.last_seq.get() {
+            Some(last) => last,
+            None => self.with_statement(
+                "max_seq",
+                |s| format!("SELECT max(seq) FROM {} WHERE seq > 0", s.table("rows")),
+                |stmt| {
+                    stmt.step()?;
+                    Ok(stmt.column_i64(0))
+                },
+            )?,
+        };
+        let next = last.saturating_add(1);
+        self.last_seq.set(Some(next));
+        Ok(next)
+    }
+
+    /// Inserts a new shadow row into the record's first slot, if that slot
+    /// is free; returns the rowid, or `None` when the slot is taken (by this
+    /// record or by another), in which case nothing was written. A record
+    /// whose first slot is free has no row at all, because rows are never
+    /// deleted and a record only moves on to a later slot when the first is
+    /// taken.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors other than the taken slot.
+    pub fn insert_in_first_slot(
+        &self,
+        rid: &RecordId,
+        envelope: &[u8],
+        version: &Version,
+        seq: i64,
+    ) -> Result<Option<i64>, ExtError> {
+        let (first, _) = slot_range(rid);
+        match self.insert(first, rid, envelope, version, false, seq) {
+            Ok(()) => Ok(Some(first)),
+            Err(ExtError::Sqlite { code, .. })
+                if code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// The last write order number the sync server has.

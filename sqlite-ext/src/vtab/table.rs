@@ -168,6 +168,11 @@ impl Table {
         100_000
     }
 
+    /// Prepares for the first write of a transaction.
+    pub fn begin_transaction(&self) {
+        self.shadow.begin_transaction();
+    }
+
     /// Drops caches that a rollback makes stale, on this table and, through
     /// the connection's generation, on every other.
     pub fn forget_caches(&self) {
@@ -384,6 +389,21 @@ impl Table {
             None
         };
         let rid = self.record_id(store, &values, row_key.as_ref());
+
+        // The common case, a new record whose first slot is free, needs one
+        // INSERT and no lookup.
+        let bytes = self.encode(&values, row_key.as_ref(), None)?;
+        let version = store.next_version(None);
+        let envelope = self.seal(store, &rid, &bytes, Padding::None)?;
+        let seq = self.shadow.next_seq()?;
+        if let Some(rowid) = self
+            .shadow
+            .insert_in_first_slot(&rid, &envelope, &version, seq)?
+        {
+            self.note_integer_key(&values);
+            return Ok(rowid);
+        }
+
         let probe = self.shadow.probe(&rid)?;
 
         let rowid = match probe.found {
@@ -401,7 +421,6 @@ impl Table {
             }
             // A tombstone of the same key: the new row supersedes it.
             Some(tombstone) => {
-                let bytes = self.encode(&values, row_key.as_ref(), None)?;
                 self.write_live(
                     store,
                     tombstone.rowid,
@@ -411,12 +430,9 @@ impl Table {
                 )?;
                 tombstone.rowid
             }
+            // The first slot belongs to another record: take a later one.
             None => {
-                let bytes = self.encode(&values, row_key.as_ref(), None)?;
                 let slot = self.free_slot(probe.free_slot)?;
-                let version = store.next_version(None);
-                let envelope = self.seal(store, &rid, &bytes, Padding::None)?;
-                let seq = self.shadow.next_seq()?;
                 self.shadow
                     .insert(slot, &rid, &envelope, &version, false, seq)?;
                 slot

@@ -93,6 +93,15 @@ impl DeviceKey {
         &self.location
     }
 
+    /// Returns an independent copy.
+    pub fn duplicate(&self) -> Self {
+        Self {
+            key: self.key.duplicate(),
+            location: self.location.clone(),
+            created: self.created,
+        }
+    }
+
     /// Tells whether this call created the key.
     pub fn was_created(&self) -> bool {
         self.created

@@ -30,6 +30,8 @@ pub const SEALED_KEYRING_VERSION: u8 = 1;
 pub const MAX_KEYS: usize = 1024;
 
 const SEAL_KEY_LABEL: &[u8] = b"persist v1 keyring seal key";
+const TRANSPORT_KEY_LABEL: &[u8] = b"persist v1 keyring transport key";
+const KEYRING_RECORD_LABEL: &[u8] = b"persist v1 keyring record";
 const SEAL_AAD_LABEL: &[u8] = b"persist v1 sealed keyring";
 
 /// Length of the header of a sealed keyring: version, store id and nonce.
@@ -335,6 +337,64 @@ impl Keyring {
             summary.primary_changed = true;
         }
         Ok(summary)
+    }
+
+    /// Returns the key that carries newer versions of this keyring to the
+    /// store's other devices and key slots: HKDF-SHA256 of the index key,
+    /// which every version of the keyring holds and which never rotates.
+    ///
+    /// # Security
+    ///
+    /// Whoever holds any version of the keyring can open every later one,
+    /// so rotating keys keeps each key's use within its nonce budget but
+    /// does not lock out a device that once had the keyring.
+    pub fn transport_key(&self) -> SecretKey {
+        let mut info = Vec::new();
+        put_lp(&mut info, TRANSPORT_KEY_LABEL);
+        hkdf_sha256(&self.index_key, self.store_id.as_bytes(), &info)
+    }
+
+    /// Seals this keyring for the store's other devices and key slots
+    /// (a sealed keyring under [`Keyring::transport_key`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Random`] when the operating system provides no randomness.
+    pub fn seal_for_transport(&self) -> Result<Vec<u8>, Error> {
+        self.seal(&self.transport_key())
+    }
+
+    /// Opens a keyring that a device of this store sealed for transport.
+    ///
+    /// # Errors
+    ///
+    /// As [`Keyring::unseal`], and [`Error::Invalid`] when it belongs to
+    /// another store.
+    pub fn open_transport(&self, sealed: &[u8]) -> Result<Keyring, Error> {
+        let keyring = Keyring::unseal(&self.transport_key(), sealed)?;
+        if keyring.store_id != self.store_id {
+            return Err(Error::invalid(
+                "keyring",
+                format!(
+                    "it belongs to store {}, not to this store {}",
+                    keyring.store_id, self.store_id
+                ),
+            ));
+        }
+        Ok(keyring)
+    }
+
+    /// Returns the record id under which the keyring travels through the
+    /// sync server: HMAC-SHA256 of a fixed label and the store id under the
+    /// index key, cut to 16 bytes, so it looks like any other record id.
+    pub fn keyring_record_id(&self) -> crate::ids::RecordId {
+        let mut message = Vec::with_capacity(64);
+        put_lp(&mut message, KEYRING_RECORD_LABEL);
+        message.extend_from_slice(self.store_id.as_bytes());
+        let mac = crate::primitives::hmac_sha256(&self.index_key, &message);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&mac[..16]);
+        crate::ids::RecordId(id)
     }
 
     /// Returns an independent copy of the keyring.
@@ -659,6 +719,20 @@ mod tests {
         assert_eq!(a.primary().id(), new);
         // Merging again changes nothing.
         assert_eq!(a.merge(&b).unwrap(), MergeSummary::default());
+    }
+
+    #[test]
+    fn transport_carries_rotated_keyring() {
+        let old = Keyring::generate(10).unwrap();
+        let mut new = old.duplicate();
+        let rotated = new.rotate(20).unwrap();
+        let sealed = new.seal_for_transport().unwrap();
+        let opened = old.open_transport(&sealed).unwrap();
+        assert_eq!(opened.primary().id(), rotated);
+        let stranger = Keyring::generate(10).unwrap();
+        assert!(stranger.open_transport(&sealed).is_err());
+        assert_eq!(old.keyring_record_id(), new.keyring_record_id());
+        assert_ne!(old.keyring_record_id(), stranger.keyring_record_id());
     }
 
     #[test]

@@ -26,7 +26,8 @@
 #      32 lowercase hex digits (store and device ids, which are random)
 #      becomes <hex id>, and a shadow rowid in a message ("row" and 7 or more
 #      digits; rowids are slots derived from random record ids) becomes
-#      row <rowid>;
+#      row <rowid>, and a random key id after "key" or "key id" becomes
+#      <key id>;
 #   4. compares it with sql/regress/sqlite/expected/NAME.out using diff -u.
 #
 # TMP also contains a symbolic link libpersist.so to the extension, so a script
@@ -149,6 +150,7 @@ run_script() {
         -e "s/$(sed_literal "$work_dir")/<tmpdir>/g" \
         -e 's/(^|[^0-9a-f])[0-9a-f]{32}([^0-9a-f]|$)/\1<hex id>\2/g' \
         -e 's/row [0-9]{7,}/row <rowid>/g' \
+        -e 's/([Kk]ey( id\)?)?) [0-9]{6,}/\1 <key id>/g' \
         "$output.raw" >"$output"
     rm -f "$output.raw"
     rm -rf "$work_dir"

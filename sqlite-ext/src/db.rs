@@ -109,7 +109,11 @@ impl Db {
     pub fn error(self, rc: c_int) -> ExtError {
         // SAFETY: `self.0` is a live connection.
         let extended = unsafe { ffi::sqlite3_extended_errcode(self.0) };
-        let rc = if extended & 0xff == rc & 0xff { extended } else { rc };
+        let rc = if extended & 0xff == rc & 0xff {
+            extended
+        } else {
+            rc
+        };
         // SAFETY: `self.0` is a live connection; sqlite3_errmsg returns a
         // NUL-terminated string owned by SQLite, copied before any other call.
         let message = unsafe {

@@ -8,6 +8,9 @@
 //! | `persist_export([passphrase])` | direct only | TEXT export string |
 //! | `persist_status()` | | JSON status, never key material |
 //! | `persist_close()` | direct only | 1 if a store was closed, else 0 |
+//! | `persist_rotate()` | direct only | JSON: the new primary key id |
+//! | `persist_reencrypt([batch])` | direct only | JSON: rows done and remaining |
+//! | `persist_retire(key_id)` | direct only | JSON |
 //! | `persist_sync(conninfo)` | direct only | JSON summary |
 //! | `persist_quarantined()` | | JSON list of quarantined records |
 //! | `persist_version()` | deterministic, innocuous | TEXT |
@@ -77,6 +80,18 @@ pub fn register(db: &rusqlite::Connection, conn: &Arc<Connection>) -> rusqlite::
         sql_result(persist_sync(&state, ctx))
     })?;
     let state = Arc::clone(conn);
+    db.create_scalar_function(c"persist_rotate", 0, direct, move |_ctx| {
+        sql_result(crate::rotation::rotate(&state).map(SqlValue::Text))
+    })?;
+    let state = Arc::clone(conn);
+    db.create_scalar_function(c"persist_reencrypt", -1, direct, move |ctx| {
+        sql_result(persist_reencrypt(&state, ctx))
+    })?;
+    let state = Arc::clone(conn);
+    db.create_scalar_function(c"persist_retire", 1, direct, move |ctx| {
+        sql_result(persist_retire(&state, ctx))
+    })?;
+    let state = Arc::clone(conn);
     db.create_scalar_function(c"persist_quarantined", 0, plain, move |_ctx| {
         sql_result(crate::sync::quarantined(state.db).map(SqlValue::Text))
     })?;
@@ -111,7 +126,7 @@ fn check_arity(
             } else {
                 format!("{min} to {max}")
             },
-            if max == 1 { "" } else { "s" },
+            if max == 1 && min == 1 { "" } else { "s" },
             ctx.len()
         )))
     }
@@ -339,6 +354,55 @@ fn persist_export(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtE
     Ok(SqlValue::Text(text.to_string()))
 }
 
+fn persist_reencrypt(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtError> {
+    check_arity(
+        ctx,
+        "persist_reencrypt",
+        0,
+        1,
+        "persist_reencrypt([batch size])",
+    )?;
+    let batch = if ctx.len() == 1 {
+        match ctx.get_raw(0) {
+            SqlRef::Integer(batch) => batch,
+            other => {
+                return Err(wrong_type(
+                    "persist_reencrypt",
+                    1,
+                    "batch size",
+                    "an INTEGER",
+                    other,
+                ));
+            }
+        }
+    } else {
+        crate::rotation::DEFAULT_BATCH
+    };
+    Ok(SqlValue::Text(crate::rotation::reencrypt(conn, batch)?))
+}
+
+fn persist_retire(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtError> {
+    let key_id = match ctx.get_raw(0) {
+        SqlRef::Integer(id) => u32::try_from(id).map_err(|_| {
+            ExtError::usage(format!(
+                "persist_retire: argument 1 (key id) is {id}, expected a key id from \
+                 persist_status(), 1 to {}",
+                u32::MAX
+            ))
+        })?,
+        other => {
+            return Err(wrong_type(
+                "persist_retire",
+                1,
+                "key id",
+                "an INTEGER",
+                other,
+            ));
+        }
+    };
+    Ok(SqlValue::Text(crate::rotation::retire(conn, key_id)?))
+}
+
 fn persist_sync(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtError> {
     let conninfo = match ctx.get_raw(0) {
         SqlRef::Text(bytes) => std::str::from_utf8(bytes).map_err(|_| {
@@ -369,6 +433,7 @@ fn persist_status(conn: &Connection) -> Result<SqlValue, ExtError> {
         ));
     };
     let keyring = store.cipher.keyring();
+    let usage = crate::rotation::key_usage(conn.db)?;
     let keys: Vec<serde_json::Value> = keyring
         .keys()
         .iter()
@@ -378,6 +443,7 @@ fn persist_status(conn: &Connection) -> Result<SqlValue, ExtError> {
                 "id": key.id(),
                 "created": key.created(),
                 "status": key.status().as_str(),
+                "rows": usage.get(&key.id()).copied().unwrap_or(0),
                 "sealed_this_session": sealed,
             })
         })

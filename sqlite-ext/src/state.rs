@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use persist_core::clock::Hlc;
-use persist_core::device_key::KeyLocation;
+use persist_core::device_key::{DeviceKey, KeyLocation};
 use persist_core::sync::{Version, next_local_version};
 use persist_core::{Cipher, DeviceId};
 
@@ -27,6 +27,8 @@ pub struct OpenStore {
     pub device_id: DeviceId,
     /// Where the device key is kept.
     pub key_location: KeyLocation,
+    /// The device key, to seal the keyring again after it changes.
+    pub device_key: DeviceKey,
     /// The hybrid logical clock for this connection's writes.
     pub hlc: Mutex<Hlc>,
     /// Milliseconds added to the wall clock, for tests of clock skew.
@@ -34,6 +36,25 @@ pub struct OpenStore {
 }
 
 impl OpenStore {
+    /// The same store with `keyring` in place of its keyring; the clock goes
+    /// on from where it is.
+    pub fn with_keyring(&self, keyring: persist_core::Keyring) -> Self {
+        let hlc = self
+            .hlc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Self {
+            name: self.name.clone(),
+            cipher: Cipher::new(keyring),
+            device_id: self.device_id,
+            key_location: self.key_location.clone(),
+            device_key: self.device_key.duplicate(),
+            hlc: Mutex::new(hlc),
+            clock_offset_ms: self.clock_offset_ms,
+        }
+    }
+
     /// The version for a local write that replaces `current`.
     pub fn next_version(&self, current: Option<&Version>) -> Version {
         let mut hlc = self.hlc.lock().unwrap_or_else(PoisonError::into_inner);

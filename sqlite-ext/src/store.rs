@@ -293,8 +293,14 @@ fn open_existing(
             meta.store_id
         )));
     }
-    if is_import {
+    let mut keyring = keyring;
+    let updated = merge_keyring_update(db, &mut keyring)?;
+    if is_import || updated {
         write_keyslot(db, &device_key, &keyring)?;
+    }
+    if is_import {
+        // Other key slots learn the imported keys through the update.
+        write_keyring_update(db, &keyring, false)?;
     }
 
     let report = InitReport {
@@ -367,6 +373,7 @@ fn build(
         cipher: persist_core::Cipher::new(keyring),
         device_id,
         key_location: device_key.location().clone(),
+        device_key,
         hlc: Mutex::new(Hlc::new(0, options.max_drift_ms)),
         clock_offset_ms: options.clock_offset_ms,
     }
@@ -459,6 +466,73 @@ pub fn write_keyslot(db: Db, device_key: &DeviceKey, keyring: &Keyring) -> Resul
     upsert.bind_blob(2, &sealed)?;
     upsert.bind_i64(3, i64::try_from(now_seconds()).unwrap_or(i64::MAX))?;
     upsert.execute()
+}
+
+/// Merges the newest keyring another key slot or device left in
+/// `persist_meta`, if it adds anything; returns whether it did.
+///
+/// # Errors
+///
+/// Core errors for a damaged update, and SQLite's errors.
+pub fn merge_keyring_update(db: Db, keyring: &mut Keyring) -> Result<bool, ExtError> {
+    let mut select = db.prepare("SELECT value FROM persist_meta WHERE key = 'keyring_update'")?;
+    if select.step()? != Step::Row {
+        return Ok(false);
+    }
+    let sealed = select.column_blob(0);
+    drop(select);
+    let update = keyring
+        .open_transport(&sealed)
+        .context_with(|| "persist_init: the keyring update in persist_meta".into())?;
+    let summary = keyring
+        .merge(&update)
+        .context_with(|| "persist_init: merging the keyring update".into())?;
+    Ok(!summary.added.is_empty() || summary.primary_changed)
+}
+
+/// Stores `keyring` sealed for transport, for the store's other key slots
+/// and, when `publish` is set, for the next sync to send to other devices.
+///
+/// # Errors
+///
+/// Core errors for sealing, and SQLite's errors.
+pub fn write_keyring_update(db: Db, keyring: &Keyring, publish: bool) -> Result<(), ExtError> {
+    let sealed = keyring
+        .seal_for_transport()
+        .context_with(|| "sealing the keyring update".into())?;
+    let mut upsert = db.prepare(
+        "INSERT INTO persist_meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?;
+    upsert.bind_text(1, "keyring_update")?;
+    upsert.bind_blob(2, &sealed)?;
+    upsert.execute()?;
+    if publish {
+        upsert.bind_text(1, "keyring_unpublished")?;
+        upsert.bind_text(2, "1")?;
+        upsert.execute()?;
+    }
+    Ok(())
+}
+
+/// Installs a changed keyring: seals it in this device's key slot, leaves
+/// it for the other slots (and for sync when `publish` is set), and makes
+/// it the connection's keyring.
+///
+/// # Errors
+///
+/// As [`write_keyslot`] and [`write_keyring_update`].
+pub fn replace_keyring(
+    conn: &crate::state::Connection,
+    store: &OpenStore,
+    keyring: Keyring,
+    publish: bool,
+) -> Result<Arc<OpenStore>, ExtError> {
+    write_keyslot(conn.db, &store.device_key, &keyring)?;
+    write_keyring_update(conn.db, &keyring, publish)?;
+    let replaced = Arc::new(store.with_keyring(keyring));
+    conn.set_store(Some(Arc::clone(&replaced)));
+    Ok(replaced)
 }
 
 /// Runs `body` inside `SAVEPOINT name`, rolled back when it fails.

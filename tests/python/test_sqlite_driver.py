@@ -162,6 +162,9 @@ class FunctionListTest(PersistTestCase):
         ("persist_export", -1, DIRECTONLY),
         ("persist_init", -1, DIRECTONLY),
         ("persist_quarantined", 0, 0),
+        ("persist_reencrypt", -1, DIRECTONLY),
+        ("persist_retire", 1, DIRECTONLY),
+        ("persist_rotate", 0, DIRECTONLY),
         ("persist_status", 0, 0),
         ("persist_sync", 1, DIRECTONLY),
         ("persist_version", 0, DETERMINISTIC | INNOCUOUS),
@@ -205,7 +208,15 @@ class FunctionListTest(PersistTestCase):
 
     def test_key_functions_are_direct_only(self):
         flags = dict(((name, flags) for name, _, flags in self.functions(self.connect())))
-        for name in ("persist_init", "persist_export", "persist_close", "persist_sync"):
+        for name in (
+            "persist_init",
+            "persist_export",
+            "persist_close",
+            "persist_sync",
+            "persist_rotate",
+            "persist_reencrypt",
+            "persist_retire",
+        ):
             with self.subTest(name):
                 self.assertEqual(flags[name] & DIRECTONLY, DIRECTONLY)
 

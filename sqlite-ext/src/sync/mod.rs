@@ -29,7 +29,7 @@ use std::collections::HashMap;
 
 use persist_core::codec::RowKind;
 use persist_core::sync::{self, Version};
-use persist_core::{DeviceId, Error as CoreError, Padding, RecordId, envelope, primitives};
+use persist_core::{DeviceId, Error as CoreError, Padding, RecordId, envelope};
 use serde_json::json;
 
 use crate::db::{Db, Step};
@@ -59,6 +59,8 @@ struct Summary {
     clock_bounded: u64,
     server_rolled_back: bool,
     cursor: i64,
+    keyring_published: bool,
+    keyring_updates: u64,
 }
 
 /// Creates the local tables sync needs, if they do not exist.
@@ -119,11 +121,10 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
             &token,
             &mut summary,
         )?;
+        publish_keyring(&mut client, conn, &store, &store_id, &token, &mut summary)?;
         retry_quarantine(db, &store, &conn.counters, &shadows, &mut summary)?;
         let session = Session {
-            db,
-            store: &store,
-            counters: &conn.counters,
+            conn,
             shadows: &shadows,
         };
         pull(
@@ -133,7 +134,13 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
             &token,
             &server,
             &mut summary,
-        )
+        )?;
+        if summary.keyring_updates > 0 {
+            // Records sealed under keys that just arrived can open now.
+            let store = conn.store()?;
+            retry_quarantine(db, &store, &conn.counters, &shadows, &mut summary)?;
+        }
+        Ok(())
     })?;
 
     Ok(json!({
@@ -147,6 +154,8 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
         "pending_for_missing_tables": summary.pending,
         "clock_values_bounded": summary.clock_bounded,
         "server_rolled_back": summary.server_rolled_back,
+        "keyring_published": summary.keyring_published,
+        "keyring_updates": summary.keyring_updates,
         "cursor": summary.cursor,
     })
     .to_string())
@@ -230,10 +239,7 @@ fn push(
                 let plaintext = open_local(store, counters, shadow, row)?;
                 // A tombstone's local envelope is padded to the row it
                 // replaced; the sync record keeps that size.
-                let at_least = row
-                    .envelope
-                    .len()
-                    .saturating_sub(envelope::HEADER_LEN + 1 + primitives::TAG_LEN);
+                let at_least = shadow::payload_len(&row.envelope);
                 let sealed = sync::seal_record(
                     &store.cipher,
                     row.rid,
@@ -299,9 +305,7 @@ fn open_local(
 
 /// The local side of one sync call.
 struct Session<'a> {
-    db: Db,
-    store: &'a OpenStore,
-    counters: &'a Counters,
+    conn: &'a Connection,
     shadows: &'a [Shadow],
 }
 
@@ -313,12 +317,9 @@ fn pull(
     server: &str,
     summary: &mut Summary,
 ) -> Result<(), ExtError> {
-    let Session {
-        db,
-        store,
-        counters,
-        shadows,
-    } = *session;
+    let Session { conn, shadows } = *session;
+    let db = conn.db;
+    let counters = &conn.counters;
     let cursor_key = format!("sync_cursor:{server}");
     let mut cursor = read_cursor(db, &cursor_key)?;
 
@@ -349,7 +350,13 @@ fn pull(
         let rows = client
             .query(&statement, &[&store_id, &token, &cursor, &PULL_PAGE])
             .map_err(|err| server_error("pull", &err))?;
-        for row in &rows {
+        // A keyring record in the page is taken first, so that the records
+        // sealed under keys it brings open at once.
+        let keyring_record = conn.store()?.cipher.keyring().keyring_record_id();
+        let (keyrings, records): (Vec<&postgres::Row>, Vec<&postgres::Row>) = rows
+            .iter()
+            .partition(|row| row.get::<_, &[u8]>(0) == keyring_record.as_bytes());
+        for row in keyrings.into_iter().chain(records) {
             let record_id: Vec<u8> = row.get(0);
             let clock: i64 = row.get(1);
             let device: Vec<u8> = row.get(2);
@@ -362,7 +369,13 @@ fn pull(
                 device,
                 envelope,
             };
-            receive(db, store, counters, &by_table, &incoming, summary)?;
+            // The keyring record may change the store's keys mid-page.
+            let store = conn.store()?;
+            if incoming.record_id == store.cipher.keyring().keyring_record_id().as_bytes() {
+                receive_keyring(conn, &store, &incoming, summary)?;
+            } else {
+                receive(db, &store, counters, &by_table, &incoming, summary)?;
+            }
             cursor = cursor.max(seq);
         }
         write_cursor(db, &cursor_key, cursor)?;
@@ -467,6 +480,88 @@ fn receive(
     Ok(())
 }
 
+/// Sends the keyring to the server when it changed since the last sync. It
+/// travels as one more record, sealed under the keyring's transport key so
+/// that a device that lacks the newest data key can still open it.
+fn publish_keyring(
+    client: &mut postgres::Client,
+    conn: &Connection,
+    store: &OpenStore,
+    store_id: &[u8],
+    token: &[u8],
+    summary: &mut Summary,
+) -> Result<(), ExtError> {
+    let db = conn.db;
+    let mut select = db.prepare("SELECT 1 FROM persist_meta WHERE key = 'keyring_unpublished'")?;
+    if select.step()? != Step::Row {
+        return Ok(());
+    }
+    drop(select);
+    let keyring = store.cipher.keyring();
+    let sealed = keyring
+        .seal_for_transport()
+        .map_err(|err| ExtError::core("persist_sync: sealing the keyring", err))?;
+    let version = store.next_version(None);
+    let record_ids = vec![keyring.keyring_record_id().as_bytes().to_vec()];
+    let clocks = vec![clock_to_sql(version.clock)];
+    let devices = vec![version.device.as_bytes().to_vec()];
+    let envelopes = vec![sealed];
+    client
+        .query(
+            "SELECT record_id FROM persist.push($1, $2, $3, $4, $5, $6)",
+            &[
+                &store_id,
+                &token,
+                &record_ids,
+                &clocks,
+                &devices,
+                &envelopes,
+            ],
+        )
+        .map_err(|err| server_error("publishing the keyring", &err))?;
+    db.exec("DELETE FROM persist_meta WHERE key = 'keyring_unpublished'")?;
+    summary.keyring_published = true;
+    Ok(())
+}
+
+/// Merges a keyring another device published. When this device holds keys
+/// the published one lacks, the merged keyring is published in turn, so
+/// that every device ends with every key.
+fn receive_keyring(
+    conn: &Connection,
+    store: &OpenStore,
+    incoming: &Incoming,
+    summary: &mut Summary,
+) -> Result<(), ExtError> {
+    let current = store.cipher.keyring();
+    let published = match current.open_transport(&incoming.envelope) {
+        Ok(published) => published,
+        Err(err) => {
+            quarantine(
+                conn.db,
+                incoming,
+                QuarantineKind::Rejected,
+                &err.to_string(),
+            )?;
+            summary.quarantined += 1;
+            return Ok(());
+        }
+    };
+    let mut merged = current.duplicate();
+    let change = merged
+        .merge(&published)
+        .map_err(|err| ExtError::core("persist_sync: merging a published keyring", err))?;
+    let published_lacks = merged.keys().len() > published.keys().len()
+        || merged.primary().id() != published.primary().id();
+    if !change.added.is_empty() || change.primary_changed {
+        crate::store::replace_keyring(conn, store, merged, published_lacks)?;
+        summary.keyring_updates += 1;
+    } else if published_lacks {
+        crate::store::write_keyring_update(conn.db, current, true)?;
+    }
+    Ok(())
+}
+
 fn observe_clock(store: &OpenStore, clock: u64, summary: &mut Summary) {
     let mut hlc = store
         .hlc
@@ -517,10 +612,7 @@ fn apply(
     let deleted = record.row.kind == RowKind::Tombstone;
     let padding = match (&local, deleted) {
         (Some(local), true) => Padding::Bucket {
-            at_least: local
-                .envelope
-                .len()
-                .saturating_sub(envelope::HEADER_LEN + 1 + primitives::TAG_LEN),
+            at_least: shadow::payload_len(&local.envelope),
         },
         _ => Padding::None,
     };

@@ -680,6 +680,37 @@ impl Shadow {
         )
     }
 
+    /// The quoted, schema-qualified name of shadow table `suffix`.
+    pub fn quoted(&self, suffix: &str) -> String {
+        self.table(suffix)
+    }
+
+    /// The shadow rows that `tail` (a WHERE clause and more) selects, with
+    /// `params` bound to ?1, ?2 and so on.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors, and a usage error for a damaged shadow row.
+    pub fn select_rows(
+        &self,
+        tail: &str,
+        params: &[ValueRef<'_>],
+    ) -> Result<Vec<Stored>, ExtError> {
+        let mut stmt = self.db.prepare(&format!(
+            "SELECT id, rid, env, clock, device, deleted, seq FROM {} {tail}",
+            self.table("rows")
+        ))?;
+        for (index, param) in params.iter().enumerate() {
+            let index = std::ffi::c_int::try_from(index + 1).unwrap_or(std::ffi::c_int::MAX);
+            stmt.bind(index, *param)?;
+        }
+        let mut rows = Vec::new();
+        while let Some(row) = self.read_stored(&mut stmt)? {
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
     /// Reads the next row of `stmt`, which selects `id, rid, env, clock,
     /// device, deleted, seq`.
     fn read_stored(&self, stmt: &mut Stmt) -> Result<Option<Stored>, ExtError> {
@@ -831,6 +862,15 @@ pub fn logical_names(db: Db, names: &[String]) -> Result<Vec<(String, String)>, 
             Ok((name, logical))
         })
         .collect()
+}
+
+/// The payload length of a version 1 envelope: its length less the header,
+/// the padding marker and the tag. A tombstone passes the payload length of
+/// the row it replaces as its padding floor.
+pub fn payload_len(envelope: &[u8]) -> usize {
+    envelope
+        .len()
+        .saturating_sub(persist_core::envelope::HEADER_LEN + 1 + persist_core::primitives::TAG_LEN)
 }
 
 /// Stores a clock value in an INTEGER column; values stay far below 2^63

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use persist_core::codec::{self, Row, RowKind, Value, ValueRef};
 use persist_core::sync::Version;
-use persist_core::{Padding, RecordId, envelope};
+use persist_core::{Padding, RecordId};
 use rusqlite::ffi;
 
 use super::schema::{ROW_KEY_COLUMN, Schema};
@@ -554,10 +554,7 @@ impl Table {
         };
         let bytes = codec::encode_row(RowKind::Tombstone, key_columns)
             .context_with(|| format!("encrypted table {}: encoding a tombstone", self.name()))?;
-        let old_len = stored
-            .envelope
-            .len()
-            .saturating_sub(envelope::HEADER_LEN + 1 + persist_core::primitives::TAG_LEN);
+        let old_len = super::shadow::payload_len(&stored.envelope);
         let version = store.next_version(Some(&stored.version));
         let envelope = self.seal(
             store,

@@ -23,11 +23,12 @@ use zeroize::Zeroizing;
 
 use crate::clock::Hlc;
 use crate::codec::{self, Row};
-use crate::envelope::{Cipher, Location, Purpose};
+use crate::envelope::{Cipher, ENVELOPE_VERSION, HEADER_LEN, Header, Location, Purpose};
 use crate::error::Error;
 use crate::ids::{DeviceId, RecordId};
-use crate::padding::Padding;
-use crate::primitives::put_lp;
+use crate::keyring::Keyring;
+use crate::padding::{self, Padding};
+use crate::primitives::{AeadKey, NONCE_LEN, put_lp};
 use crate::reader::Reader;
 
 /// Version of the sync record payload.
@@ -76,6 +77,83 @@ pub fn next_local_version(
         hlc.observe(clock, now_ms);
     }
     Version { clock, device }
+}
+
+const KEYRING_RECORD_AAD_LABEL: &[u8] = b"persist v1 keyring record";
+
+/// Seals the keyring as the store's keyring record: an envelope of the
+/// ordinary layout, so the server cannot tell it from a data record, but
+/// sealed under [`Keyring::transport_key`] so that a device lacking the
+/// newest data key can open it. The header names the primary key id, as a
+/// data record's would; readers ignore it. The plaintext is padded like
+/// every sync record's.
+///
+/// # Errors
+///
+/// [`Error::Random`] when the operating system provides no randomness.
+pub fn seal_keyring_record(keyring: &Keyring, version: &Version) -> Result<Vec<u8>, Error> {
+    let key_id = keyring.primary().id();
+    let nonce: [u8; NONCE_LEN] = crate::random::pooled()?;
+    let plain = keyring.to_bytes();
+    let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + 64);
+    out.push(ENVELOPE_VERSION);
+    out.extend_from_slice(&key_id.to_be_bytes());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&plain);
+    padding::pad(&mut out, HEADER_LEN, Padding::Bucket { at_least: 0 });
+    let aad = keyring_record_aad(keyring, key_id, version);
+    AeadKey::new(&keyring.transport_key()).seal_in_place(&nonce, &aad, &mut out, HEADER_LEN)?;
+    Ok(out)
+}
+
+/// Opens a keyring record that a device of this store sealed.
+///
+/// # Errors
+///
+/// [`Error::Malformed`] or [`Error::UnsupportedVersion`] for bytes that are
+/// not an envelope, [`Error::AuthenticationFailed`] when the record was
+/// modified, moved or given another version, and the keyring's parse errors;
+/// [`Error::Invalid`] when it belongs to another store.
+pub fn open_keyring_record(
+    keyring: &Keyring,
+    version: &Version,
+    envelope: &[u8],
+) -> Result<Keyring, Error> {
+    let header = Header::parse(envelope)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&envelope[5..HEADER_LEN]);
+    let aad = keyring_record_aad(keyring, header.key_id, version);
+    let mut plain = AeadKey::new(&keyring.transport_key()).open(
+        "keyring record",
+        &nonce,
+        &aad,
+        &envelope[HEADER_LEN..],
+    )?;
+    let len = padding::unpadded_len(&plain)?;
+    plain.truncate(len);
+    let opened = Keyring::from_bytes(&plain)?;
+    if opened.store_id() != keyring.store_id() {
+        return Err(Error::invalid(
+            "keyring record",
+            format!(
+                "it belongs to store {}, not to this store {}",
+                opened.store_id(),
+                keyring.store_id()
+            ),
+        ));
+    }
+    Ok(opened)
+}
+
+fn keyring_record_aad(keyring: &Keyring, key_id: u32, version: &Version) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(96);
+    put_lp(&mut aad, KEYRING_RECORD_AAD_LABEL);
+    aad.push(ENVELOPE_VERSION);
+    aad.extend_from_slice(&key_id.to_be_bytes());
+    aad.extend_from_slice(keyring.store_id().as_bytes());
+    aad.extend_from_slice(keyring.keyring_record_id().as_bytes());
+    aad.extend_from_slice(&version.context());
+    aad
 }
 
 /// A decoded sync record.
@@ -213,6 +291,24 @@ mod tests {
         assert!(open_record(&cipher, other_rid, &v, &envelope).is_err());
         assert!(open_record(&cipher, rid, &version(78, 3), &envelope).is_err());
         assert!(open_record(&cipher, rid, &version(77, 4), &envelope).is_err());
+    }
+
+    #[test]
+    fn keyring_record_round_trip_and_binding() {
+        let old = Keyring::generate(1).unwrap();
+        let mut new = old.duplicate();
+        let rotated = new.rotate(2).unwrap();
+        let v = version(5, 1);
+        let envelope = seal_keyring_record(&new, &v).unwrap();
+        assert_eq!(Header::parse(&envelope).unwrap().key_id, rotated);
+        let opened = open_keyring_record(&old, &v, &envelope).unwrap();
+        assert_eq!(opened.primary().id(), rotated);
+        assert!(open_keyring_record(&old, &version(6, 1), &envelope).is_err());
+        let stranger = Keyring::generate(1).unwrap();
+        assert!(open_keyring_record(&stranger, &v, &envelope).is_err());
+        let mut flipped = envelope.clone();
+        flipped[30] ^= 1;
+        assert!(open_keyring_record(&old, &v, &flipped).is_err());
     }
 
     #[test]

@@ -47,6 +47,28 @@ INSERT INTO persist.sync_server DEFAULT VALUES;
 
 REVOKE ALL ON persist.sync_stores, persist.sync_records, persist.sync_server FROM PUBLIC;
 
+-- pg_dump leaves out the rows of an extension's tables unless the extension
+-- marks them; these hold the synced data, so they must be in every dump. The
+-- call only works inside CREATE EXTENSION, so applying this file with psql
+-- (where the tables are ordinary ones and are dumped anyway) skips it.
+DO $$
+BEGIN
+    -- Only an extension owns its member objects; outside CREATE EXTENSION
+    -- the tables belong to no extension.
+    IF EXISTS (
+        SELECT 1 FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass
+          AND d.objid = 'persist.sync_stores'::regclass
+          AND d.deptype = 'e'
+    ) THEN
+        PERFORM pg_catalog.pg_extension_config_dump('persist.sync_stores', '');
+        PERFORM pg_catalog.pg_extension_config_dump('persist.sync_records', '');
+        PERFORM pg_catalog.pg_extension_config_dump('persist.sync_server', '');
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION persist.sync_server_id()
 RETURNS uuid
 LANGUAGE sql
@@ -219,7 +241,27 @@ BEGIN
 END;
 $$;
 
+-- The sequence number of one record of the store, or NULL when the server
+-- does not have it. A device checks the record its cursor stopped at: on a
+-- server that only moves forward, that record's number is the cursor's or a
+-- later one; a smaller number or none means the server was restored from an
+-- older backup.
+CREATE FUNCTION persist.sync_record_seq(p_store_id bytea, p_token bytea, p_record_id bytea)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM persist.sync_authorize(p_store_id, p_token);
+    RETURN (SELECT r.seq FROM persist.sync_records r
+            WHERE r.store_id = p_store_id AND r.record_id = p_record_id);
+END;
+$$;
+
 REVOKE ALL ON FUNCTION persist.sync_authorize(bytea, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.sync_record_seq(bytea, bytea, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.sync_server_id() FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.sync_next_seq(bytea, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.push(bytea, bytea, bytea[], bigint[], bytea[], bytea[]) FROM PUBLIC;

@@ -433,7 +433,8 @@ fn persist_status(conn: &Connection) -> Result<SqlValue, ExtError> {
         ));
     };
     let keyring = store.cipher.keyring();
-    let usage = crate::rotation::key_usage(conn.db)?;
+    let key_ids: Vec<u32> = keyring.keys().iter().map(|key| key.id()).collect();
+    let usage = crate::rotation::key_usage(conn.db, &key_ids)?;
     let keys: Vec<serde_json::Value> = keyring
         .keys()
         .iter()
@@ -457,6 +458,7 @@ fn persist_status(conn: &Connection) -> Result<SqlValue, ExtError> {
             "device_id": store.device_id.to_string(),
             "key_location": store.key_location.to_string(),
             "primary_key_id": keyring.primary().id(),
+            "keyring_record_id": keyring.keyring_record_id().to_string(),
             "keys": keys,
             "tables": tables,
             "counters": counters,

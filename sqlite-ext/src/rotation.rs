@@ -16,7 +16,7 @@ use persist_core::Padding;
 use persist_core::codec;
 use serde_json::json;
 
-use crate::db::{Db, Step};
+use crate::db::Db;
 use crate::error::{CoreContext, ExtError};
 use crate::state::Connection;
 use crate::store::{now_seconds, replace_keyring, with_savepoint};
@@ -139,7 +139,7 @@ pub fn retire(conn: &Connection, key_id: u32) -> Result<String, ExtError> {
     keyring
         .retire(key_id)
         .context_with(|| format!("persist_retire: argument 1 (key id) {key_id}"))?;
-    let usage = key_usage(conn.db)?;
+    let usage = key_usage(conn.db, &[key_id])?;
     let in_use = usage.get(&key_id).copied().unwrap_or(0);
     if in_use > 0 {
         return Err(ExtError::usage(format!(
@@ -158,12 +158,14 @@ pub fn retire(conn: &Connection, key_id: u32) -> Result<String, ExtError> {
     Ok(json!({"retired_key_id": key_id}).to_string())
 }
 
-/// How many rows and held or quarantined records each key id seals.
+/// How many rows and held or quarantined records each key of `key_ids`
+/// seals. Each key is counted by its own scan, which streams; a GROUP BY
+/// would sort every row in memory first.
 ///
 /// # Errors
 ///
 /// SQLite's errors.
-pub fn key_usage(db: Db) -> Result<BTreeMap<u32, i64>, ExtError> {
+pub fn key_usage(db: Db, key_ids: &[u32]) -> Result<BTreeMap<u32, i64>, ExtError> {
     let mut usage = BTreeMap::new();
     let mut tables: Vec<String> = shadow::table_names(db)?
         .iter()
@@ -172,20 +174,17 @@ pub fn key_usage(db: Db) -> Result<BTreeMap<u32, i64>, ExtError> {
     tables.push("persist_inbox".into());
     tables.push("persist_quarantine".into());
     for table in tables {
-        let exists = db
-            .prepare(&format!("SELECT 1 FROM {table} LIMIT 0"))
-            .is_ok();
-        if !exists {
+        let Ok(mut select) = db.prepare(&format!(
+            "SELECT count(*) FROM {table} WHERE substr(env, 2, 4) = ?1"
+        )) else {
+            // The sync tables do not exist before the first sync.
             continue;
-        }
-        let mut select = db.prepare(&format!(
-            "SELECT substr(env, 2, 4), count(*) FROM {table} GROUP BY 1"
-        ))?;
-        while select.step()? == Step::Row {
-            let bytes = select.column_blob(0);
-            if let Ok(id) = <[u8; 4]>::try_from(bytes.as_slice()) {
-                *usage.entry(u32::from_be_bytes(id)).or_insert(0) += select.column_i64(1);
-            }
+        };
+        for key_id in key_ids {
+            select.bind_blob(1, &key_id.to_be_bytes())?;
+            select.step()?;
+            *usage.entry(*key_id).or_insert(0) += select.column_i64(0);
+            select.reset();
         }
     }
     Ok(usage)

@@ -391,6 +391,7 @@ impl InitReport {
             "device_key_created": self.device_key_created,
             "key_location": store.key_location.to_string(),
             "keys": store.cipher.keyring().keys().len(),
+            "keyring_record_id": store.cipher.keyring().keyring_record_id().to_string(),
         })
         .to_string()
     }

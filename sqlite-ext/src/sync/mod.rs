@@ -61,6 +61,18 @@ struct Summary {
     cursor: i64,
     keyring_published: bool,
     keyring_updates: u64,
+    full_push: bool,
+    /// Records whose push the server rejected because it had a newer
+    /// version; pulling that version resolves a conflict.
+    rejected: std::collections::HashSet<RecordId>,
+}
+
+/// Where this device's pulls from one server stopped: the sequence number
+/// and the record that had it.
+#[derive(Clone, Copy)]
+struct Cursor {
+    seq: i64,
+    record_id: Option<RecordId>,
 }
 
 /// Creates the local tables sync needs, if they do not exist.
@@ -109,9 +121,27 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
     let shadows = shadow::open_all(db)?;
 
     let mut summary = Summary::default();
+    let cursor_key = format!("sync_cursor:{server}");
+    let mut cursor = read_cursor(db, &cursor_key)?;
+    if !server_has_cursor(&mut client, &store_id, &token, cursor)? {
+        // A server this device never synced with, or one restored from an
+        // older backup, lacks records this device has: send all of them.
+        // Pulling from the start again loses nothing, because applying a
+        // version twice changes nothing.
+        summary.server_rolled_back = cursor.seq > 0;
+        summary.full_push = true;
+        cursor = Cursor {
+            seq: 0,
+            record_id: None,
+        };
+    }
+
     // Applied records change tables behind the back of per-table caches.
     conn.bump_generation();
     with_savepoint(db, "persist_sync", || {
+        if summary.full_push {
+            crate::store::write_keyring_update(db, store.cipher.keyring(), true)?;
+        }
         push(
             &mut client,
             &store,
@@ -132,7 +162,7 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
             &session,
             &store_id,
             &token,
-            &server,
+            (&cursor_key, cursor),
             &mut summary,
         )?;
         if summary.keyring_updates > 0 {
@@ -154,6 +184,7 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
         "pending_for_missing_tables": summary.pending,
         "clock_values_bounded": summary.clock_bounded,
         "server_rolled_back": summary.server_rolled_back,
+        "full_push": summary.full_push,
         "keyring_published": summary.keyring_published,
         "keyring_updates": summary.keyring_updates,
         "cursor": summary.cursor,
@@ -161,10 +192,49 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
     .to_string())
 }
 
+/// Tells whether the server still has the record this device's cursor
+/// names, at the cursor's sequence number or later, as a server that only
+/// moves forward does. A cursor at 0 names nothing and never matches.
+fn server_has_cursor(
+    client: &mut postgres::Client,
+    store_id: &[u8],
+    token: &[u8],
+    cursor: Cursor,
+) -> Result<bool, ExtError> {
+    let Some(record_id) = cursor.record_id else {
+        return Ok(false);
+    };
+    let seq: Option<i64> = query_one(
+        client,
+        "SELECT persist.sync_record_seq($1, $2, $3)",
+        &[&store_id, &token, &record_id.as_bytes().as_slice()],
+    )?
+    .get(0);
+    Ok(seq.is_some_and(|seq| seq >= cursor.seq))
+}
+
+/// Describes a client error with its causes, which the top-level message of
+/// tokio-postgres leaves out (such as the TLS error behind "error performing
+/// TLS handshake", or the server's message behind "db error").
+fn describe(err: &postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn connect(info: &ConnInfo) -> Result<postgres::Client, ExtError> {
     let fail = |err: postgres::Error| {
         ExtError::usage(format!(
-            "persist_sync: cannot connect to the sync server: {err}"
+            "persist_sync: cannot connect to the sync server: {}",
+            describe(&err)
         ))
     };
     match info.ssl_mode {
@@ -182,12 +252,9 @@ fn connect(info: &ConnInfo) -> Result<postgres::Client, ExtError> {
 }
 
 fn server_error(what: &str, err: &postgres::Error) -> ExtError {
-    let detail = err
-        .as_db_error()
-        .map(|db| db.message().to_owned())
-        .unwrap_or_else(|| err.to_string());
     ExtError::usage(format!(
-        "persist_sync: {what} failed on the server: {detail}"
+        "persist_sync: {what} failed on the server: {}",
+        describe(err)
     ))
 }
 
@@ -224,6 +291,37 @@ fn push(
         .prepare("SELECT record_id FROM persist.push($1, $2, $3, $4, $5, $6)")
         .map_err(|err| server_error("preparing push", &err))?;
     for shadow in shadows {
+        if summary.full_push {
+            // Every row, those pulled from another server included, in
+            // rowid order.
+            let mut after_rowid = 0i64;
+            loop {
+                let rows = shadow.select_rows(
+                    "WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    &[
+                        persist_core::codec::ValueRef::Integer(after_rowid),
+                        persist_core::codec::ValueRef::Integer(PUSH_BATCH),
+                    ],
+                )?;
+                let Some(last) = rows.last() else {
+                    break;
+                };
+                after_rowid = last.rowid;
+                push_rows(
+                    client,
+                    &statement,
+                    store,
+                    counters,
+                    shadow,
+                    &rows,
+                    (store_id, token),
+                    summary,
+                )?;
+            }
+            let last_seq = shadow.next_seq()?.saturating_sub(1);
+            shadow.set_pushed_seq(last_seq)?;
+            continue;
+        }
         let mut pushed_seq = shadow.pushed_seq()?;
         loop {
             let rows = shadow.written_after(pushed_seq, PUSH_BATCH)?;
@@ -231,49 +329,86 @@ fn push(
                 break;
             };
             let last_seq = last.seq;
-            let mut record_ids = Vec::with_capacity(rows.len());
-            let mut clocks = Vec::with_capacity(rows.len());
-            let mut devices = Vec::with_capacity(rows.len());
-            let mut envelopes = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let plaintext = open_local(store, counters, shadow, row)?;
-                // A tombstone's local envelope is padded to the row it
-                // replaced; the sync record keeps that size.
-                let at_least = shadow::payload_len(&row.envelope);
-                let sealed = sync::seal_record(
-                    &store.cipher,
-                    row.rid,
-                    &row.version,
-                    shadow.logical(),
-                    &plaintext,
-                    at_least,
-                )
-                .map_err(|err| ExtError::core("persist_sync: sealing a sync record", err))?;
-                counters.count_seal();
-                record_ids.push(row.rid.as_bytes().to_vec());
-                clocks.push(clock_to_sql(row.version.clock));
-                devices.push(row.version.device.as_bytes().to_vec());
-                envelopes.push(sealed);
-            }
-            let accepted = client
-                .query(
-                    &statement,
-                    &[
-                        &store_id,
-                        &token,
-                        &record_ids,
-                        &clocks,
-                        &devices,
-                        &envelopes,
-                    ],
-                )
-                .map_err(|err| server_error("push", &err))?;
-            summary.pushed += rows.len() as u64;
-            summary.accepted += accepted.len() as u64;
+            push_rows(
+                client,
+                &statement,
+                store,
+                counters,
+                shadow,
+                &rows,
+                (store_id, token),
+                summary,
+            )?;
             // The server has every one of these writes now, or a newer
             // version of its record.
             pushed_seq = last_seq;
             shadow.set_pushed_seq(pushed_seq)?;
+        }
+    }
+    Ok(())
+}
+
+/// Seals `rows` as sync records and sends them in one push.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one push's state, passed down once"
+)]
+fn push_rows(
+    client: &mut postgres::Client,
+    statement: &postgres::Statement,
+    store: &OpenStore,
+    counters: &Counters,
+    shadow: &Shadow,
+    rows: &[Stored],
+    (store_id, token): (&[u8], &[u8]),
+    summary: &mut Summary,
+) -> Result<(), ExtError> {
+    let mut record_ids = Vec::with_capacity(rows.len());
+    let mut clocks = Vec::with_capacity(rows.len());
+    let mut devices = Vec::with_capacity(rows.len());
+    let mut envelopes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let plaintext = open_local(store, counters, shadow, row)?;
+        // A tombstone's local envelope is padded to the row it
+        // replaced; the sync record keeps that size.
+        let at_least = shadow::payload_len(&row.envelope);
+        let sealed = sync::seal_record(
+            &store.cipher,
+            row.rid,
+            &row.version,
+            shadow.logical(),
+            &plaintext,
+            at_least,
+        )
+        .map_err(|err| ExtError::core("persist_sync: sealing a sync record", err))?;
+        counters.count_seal();
+        record_ids.push(row.rid.as_bytes().to_vec());
+        clocks.push(clock_to_sql(row.version.clock));
+        devices.push(row.version.device.as_bytes().to_vec());
+        envelopes.push(sealed);
+    }
+    let accepted = client
+        .query(
+            statement,
+            &[
+                &store_id,
+                &token,
+                &record_ids,
+                &clocks,
+                &devices,
+                &envelopes,
+            ],
+        )
+        .map_err(|err| server_error("push", &err))?;
+    summary.pushed += rows.len() as u64;
+    summary.accepted += accepted.len() as u64;
+    let accepted: std::collections::HashSet<Vec<u8>> = accepted
+        .iter()
+        .map(|row| row.get::<_, Vec<u8>>(0))
+        .collect();
+    for row in rows {
+        if !accepted.contains(row.rid.as_bytes().as_slice()) {
+            summary.rejected.insert(row.rid);
         }
     }
     Ok(())
@@ -314,28 +449,12 @@ fn pull(
     session: &Session<'_>,
     store_id: &[u8],
     token: &[u8],
-    server: &str,
+    (cursor_key, mut cursor): (&str, Cursor),
     summary: &mut Summary,
 ) -> Result<(), ExtError> {
     let Session { conn, shadows } = *session;
     let db = conn.db;
     let counters = &conn.counters;
-    let cursor_key = format!("sync_cursor:{server}");
-    let mut cursor = read_cursor(db, &cursor_key)?;
-
-    let next_seq: i64 = query_one(
-        client,
-        "SELECT persist.sync_next_seq($1, $2)",
-        &[&store_id, &token],
-    )?
-    .get(0);
-    if cursor >= next_seq {
-        // The server has fewer changes than this device already pulled: it
-        // was restored from an older backup. Pulling from the start again
-        // loses nothing, because applying a version twice changes nothing.
-        summary.server_rolled_back = cursor > 0;
-        cursor = 0;
-    }
 
     let by_table: HashMap<&str, &Shadow> = shadows
         .iter()
@@ -348,7 +467,7 @@ fn pull(
         .map_err(|err| server_error("preparing pull", &err))?;
     loop {
         let rows = client
-            .query(&statement, &[&store_id, &token, &cursor, &PULL_PAGE])
+            .query(&statement, &[&store_id, &token, &cursor.seq, &PULL_PAGE])
             .map_err(|err| server_error("pull", &err))?;
         // A keyring record in the page is taken first, so that the records
         // sealed under keys it brings open at once.
@@ -362,7 +481,6 @@ fn pull(
             let device: Vec<u8> = row.get(2);
             let envelope: Vec<u8> = row.get(3);
             let seq: i64 = row.get(4);
-            summary.pulled += 1;
             let incoming = Incoming {
                 record_id,
                 clock,
@@ -374,16 +492,22 @@ fn pull(
             if incoming.record_id == store.cipher.keyring().keyring_record_id().as_bytes() {
                 receive_keyring(conn, &store, &incoming, summary)?;
             } else {
+                summary.pulled += 1;
                 receive(db, &store, counters, &by_table, &incoming, summary)?;
             }
-            cursor = cursor.max(seq);
+            if seq > cursor.seq {
+                cursor = Cursor {
+                    seq,
+                    record_id: RecordId::from_slice(&incoming.record_id).ok(),
+                };
+            }
         }
-        write_cursor(db, &cursor_key, cursor)?;
+        write_cursor(db, cursor_key, cursor)?;
         if rows.len() < PULL_PAGE as usize {
             break;
         }
     }
-    summary.cursor = cursor;
+    summary.cursor = cursor.seq;
     Ok(())
 }
 
@@ -463,7 +587,8 @@ fn receive(
     match apply(store, counters, shadow, rid, version, &record)? {
         Applied::Written { replaced_unpushed } => {
             summary.applied += 1;
-            summary.conflicts += u64::from(replaced_unpushed);
+            let lost_push = summary.rejected.remove(&rid);
+            summary.conflicts += u64::from(replaced_unpushed || lost_push);
         }
         Applied::Kept => {}
         Applied::Replayed => {
@@ -481,8 +606,9 @@ fn receive(
 }
 
 /// Sends the keyring to the server when it changed since the last sync. It
-/// travels as one more record, sealed under the keyring's transport key so
-/// that a device that lacks the newest data key can still open it.
+/// travels as one more record that looks like any other, sealed under the
+/// keyring's transport key so that a device that lacks the newest data key
+/// can still open it.
 fn publish_keyring(
     client: &mut postgres::Client,
     conn: &Connection,
@@ -498,10 +624,9 @@ fn publish_keyring(
     }
     drop(select);
     let keyring = store.cipher.keyring();
-    let sealed = keyring
-        .seal_for_transport()
-        .map_err(|err| ExtError::core("persist_sync: sealing the keyring", err))?;
     let version = store.next_version(None);
+    let sealed = sync::seal_keyring_record(keyring, &version)
+        .map_err(|err| ExtError::core("persist_sync: sealing the keyring", err))?;
     let record_ids = vec![keyring.keyring_record_id().as_bytes().to_vec()];
     let clocks = vec![clock_to_sql(version.clock)];
     let devices = vec![version.device.as_bytes().to_vec()];
@@ -534,7 +659,14 @@ fn receive_keyring(
     summary: &mut Summary,
 ) -> Result<(), ExtError> {
     let current = store.cipher.keyring();
-    let published = match current.open_transport(&incoming.envelope) {
+    let opened = DeviceId::from_slice(&incoming.device).and_then(|device| {
+        let version = Version {
+            clock: clock_from_sql(incoming.clock),
+            device,
+        };
+        sync::open_keyring_record(current, &version, &incoming.envelope)
+    });
+    let published = match opened {
         Ok(published) => published,
         Err(err) => {
             quarantine(
@@ -772,22 +904,37 @@ fn retry_quarantine(
     Ok(())
 }
 
-fn read_cursor(db: Db, key: &str) -> Result<i64, ExtError> {
+/// Reads a cursor stored as `<seq>:<record id in hex>`; anything else
+/// reads as no cursor, which makes the next sync start over.
+fn read_cursor(db: Db, key: &str) -> Result<Cursor, ExtError> {
     let mut select = db.prepare("SELECT value FROM persist_meta WHERE key = ?1")?;
     select.bind_text(1, key)?;
-    Ok(match select.step()? {
-        Step::Row => select.column_text(0).parse().unwrap_or(0),
-        Step::Done => 0,
-    })
+    let text = match select.step()? {
+        Step::Row => select.column_text(0),
+        Step::Done => String::new(),
+    };
+    let parsed = text.split_once(':').and_then(|(seq, record_id)| {
+        Some(Cursor {
+            seq: seq.parse().ok()?,
+            record_id: Some(RecordId::from_hex(record_id).ok()?),
+        })
+    });
+    Ok(parsed.unwrap_or(Cursor {
+        seq: 0,
+        record_id: None,
+    }))
 }
 
-fn write_cursor(db: Db, key: &str, cursor: i64) -> Result<(), ExtError> {
+fn write_cursor(db: Db, key: &str, cursor: Cursor) -> Result<(), ExtError> {
+    let Some(record_id) = cursor.record_id else {
+        return Ok(());
+    };
     let mut upsert = db.prepare(
         "INSERT INTO persist_meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     )?;
     upsert.bind_text(1, key)?;
-    upsert.bind_text(2, &cursor.to_string())?;
+    upsert.bind_text(2, &format!("{}:{record_id}", cursor.seq))?;
     upsert.execute()
 }
 

@@ -536,10 +536,15 @@ impl Shadow {
     }
 
     /// The write order number for the next local write: one more than the
-    /// largest in the table. Writes are serialized by SQLite's write lock,
-    /// so the numbers grow in commit order across connections. The largest
-    /// is read once per transaction and counted on in memory; a rollback can
-    /// leave gaps, which do no harm.
+    /// largest in the table and than the last one pushed. Writes are
+    /// serialized by SQLite's write lock, so the numbers grow in commit order
+    /// across connections. The largest is read once per transaction and
+    /// counted on in memory; a rollback can leave gaps, which do no harm.
+    ///
+    /// The pushed mark counts too: a pulled row is stored with 0, so when a
+    /// pull overwrites the row with the largest number, the largest in the
+    /// table falls below the mark, and a number under it would never be
+    /// pushed.
     ///
     /// # Errors
     ///
@@ -549,7 +554,14 @@ impl Shadow {
             Some(last) => last,
             None => self.with_statement(
                 "max_seq",
-                |s| format!("SELECT max(seq) FROM {} WHERE seq > 0", s.table("rows")),
+                |s| {
+                    format!(
+                        "SELECT max(coalesce((SELECT max(seq) FROM {} WHERE seq > 0), 0), \
+                         coalesce((SELECT value FROM {} WHERE key = 'pushed_seq'), 0))",
+                        s.table("rows"),
+                        s.table("config")
+                    )
+                },
                 |stmt| {
                     stmt.step()?;
                     Ok(stmt.column_i64(0))

@@ -169,6 +169,34 @@ pub struct ServerRecord {
 }
 
 /// Opens a SQLite database and loads the extension into it.
+/// Record ids of the keyring records of the stores the tests opened, from
+/// persist_init's report.
+static KEYRING_RECORDS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+fn register_keyring_record(report: &Json) {
+    let record_id = unhex(
+        report["keyring_record_id"]
+            .as_str()
+            .expect("keyring_record_id in the report"),
+    );
+    let mut known = KEYRING_RECORDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !known.contains(&record_id) {
+        known.push(record_id);
+    }
+}
+
+/// Tells whether `record_id` is the keyring record of a store the tests
+/// opened.
+pub fn is_keyring_record(record_id: &[u8]) -> bool {
+    KEYRING_RECORDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|known| known == record_id)
+}
+
 pub fn open_sqlite(path: &Path) -> Connection {
     let conn = Connection::open(path)
         .unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()));
@@ -254,6 +282,7 @@ impl Device {
         options["keyfile"] = json!(keyfile.to_str().expect("UTF-8 temp path"));
         let conn = open_sqlite(&path);
         let report = init(&conn, &options);
+        register_keyring_record(&report);
         let mut cli_options = options;
         if let Some(map) = cli_options.as_object_mut() {
             map.remove("key");
@@ -424,7 +453,18 @@ impl Server {
     }
 
     /// Returns every record of the store, in sequence order.
+    /// Returns the store's data records in sequence order. The record that
+    /// carries the keyring between devices is left out: it is internal to
+    /// sync, and tests count data records.
     pub fn records(&mut self, store_id: &[u8]) -> Vec<ServerRecord> {
+        self.all_records(store_id)
+            .into_iter()
+            .filter(|record| !is_keyring_record(&record.record_id))
+            .collect()
+    }
+
+    /// Returns every record of the store, the keyring record included.
+    pub fn all_records(&mut self, store_id: &[u8]) -> Vec<ServerRecord> {
         self.client
             .query(
                 "SELECT record_id, clock, device_id, envelope, seq FROM persist.sync_records \

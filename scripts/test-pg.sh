@@ -13,10 +13,22 @@
 #      diff -u. Any difference fails the run. The actual output stays in
 #      $CARGO_TARGET_DIR/pg-regress/NAME.out so that an intended change can be
 #      copied over the expected file.
+#   5. tests/cross_db.sh, against the same cluster, seals values in SQLite
+#      and opens them in Postgres, and the other way round.
+#
+# Before the regression scripts run, the cluster gets what the key tests
+# need: persist.keyfile = '<cluster dir>/keys/regress.key' (ALTER SYSTEM,
+# outside the data directory, created by the first persist.init), and
+# <cluster dir>/fixtures/world-readable.key with mode 0644, owned by the
+# server's user.
 #
 # psql runs each file the way pg_regress does:
 #
-#   psql -X -a -q -v ON_ERROR_STOP=0 -d persist_regress < NAME.sql > NAME.out 2>&1
+#   psql -X -a -q -v ON_ERROR_STOP=0 -v tmpdir=<cluster dir> -d persist_regress \
+#       < NAME.sql > NAME.out 2>&1
+#
+# and then replaces the cluster directory's path, which mktemp picks at
+# random, with <tmpdir> in NAME.out.
 #
 # -X skips ~/.psqlrc. -a echoes every input line, comments and blank lines
 # included, before its result. -q hides command tags such as CREATE
@@ -24,7 +36,10 @@
 # comes from stdin they carry no file:line prefix. ON_ERROR_STOP=0 lets a file
 # continue after an error, so an expected error is part of the expected
 # output. The cluster has the C locale, UTF8 encoding and PGTZ=UTC, and
-# every session connects as the superuser `postgres`.
+# every session connects as the superuser `postgres` unless a script
+# reconnects with \c. RUST_BACKTRACE and RUST_LIB_BACKTRACE are unset for the
+# cluster, because with them pgrx adds a backtrace to the DETAIL of every
+# error the extension raises.
 #
 # Postgres refuses to run as root, so a root caller (such as CI) runs the pgrx
 # test server through `sudo -u postgres` (pgrx --runas) and the throwaway
@@ -33,7 +48,8 @@
 #
 # Environment: PG_MAJOR (default 15), PG_CONFIG (default /usr/bin/pg_config),
 # PGRX_TEST_PGDATA (default /tmp/persist-pgrx; pgrx also puts the test
-# server's Unix socket there, so keep the path short), CARGO_TARGET_DIR.
+# server's Unix socket there, so keep the path short), CARGO_TARGET_DIR
+# (default target/). cargo-pgrx builds in its pgrx/ subdirectory.
 
 set -euo pipefail
 
@@ -47,6 +63,10 @@ pg_major=${PG_MAJOR:-15}
 pg_config=${PG_CONFIG:-/usr/bin/pg_config}
 pgrx_test_pgdata=${PGRX_TEST_PGDATA:-/tmp/persist-pgrx}
 target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
+# pg-ext's library is named persist, like the SQLite extension's, so both
+# builds write <target>/<profile>/libpersist.so and cargo would take one for
+# the other. cargo-pgrx therefore builds in a target directory of its own.
+pgrx_target_dir=$target_dir/pgrx
 regress_dir=$repo_root/sql/regress/pg
 results_dir=$target_dir/pg-regress
 
@@ -82,20 +102,52 @@ if [[ $(id -u) -eq 0 ]]; then
 fi
 (
     cd "$repo_root/pg-ext"
-    cargo pgrx test "pg$pg_major" --runas postgres --pgdata "$pgrx_test_pgdata"
+    CARGO_TARGET_DIR=$pgrx_target_dir \
+        cargo pgrx test "pg$pg_major" --runas postgres --pgdata "$pgrx_test_pgdata"
 )
 
 echo "==> cargo pgrx install --release"
 (
     cd "$repo_root/pg-ext"
-    cargo pgrx install --pg-config "$pg_config" --release "${install_flags[@]}"
+    CARGO_TARGET_DIR=$pgrx_target_dir \
+        cargo pgrx install --pg-config "$pg_config" --release "${install_flags[@]}"
 )
 
 echo "==> SQL regression tests in $regress_dir"
 cluster_dir=$(mktemp -d /tmp/persist-pg-regress.XXXXXX)
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 pg_cluster_start "$cluster_dir"
 export PGTZ=UTC PGDATESTYLE='ISO, MDY'
 psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE persist_regress'
+
+# ALTER SYSTEM accepts persist.keyfile only once the library has defined it,
+# hence the LOAD in the same session.
+keyfile=$cluster_dir/keys/regress.key
+psql -X -q -v ON_ERROR_STOP=1 -v keyfile="$keyfile" -d postgres >/dev/null <<'SQL'
+LOAD 'persist';
+ALTER SYSTEM SET persist.keyfile = :'keyfile';
+SELECT pg_reload_conf();
+SQL
+# The postmaster rereads its configuration asynchronously; wait until new
+# sessions see the setting.
+for ((attempt = 1; ; attempt++)); do
+    shown=$(psql -X -A -t -q -d postgres -c 'SHOW persist.keyfile' 2>/dev/null || true)
+    [[ $shown == "$keyfile" ]] && break
+    if ((attempt == 50)); then
+        echo "test-pg: new sessions do not see persist.keyfile = '$keyfile' after 5 s" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+
+fixtures=$cluster_dir/fixtures
+mkdir -p "$fixtures"
+echo "not a keyfile: only its mode matters" >"$fixtures/world-readable.key"
+chmod 755 "$fixtures"
+chmod 644 "$fixtures/world-readable.key"
+if [[ $(id -u) -eq 0 ]]; then
+    chown -R postgres: "$fixtures"
+fi
 
 mkdir -p "$results_dir"
 passed=0
@@ -113,8 +165,10 @@ for sql_file in "${sql_files[@]}"; do
     actual=$results_dir/$name.out
 
     psql_status=0
-    psql -X -a -q -v ON_ERROR_STOP=0 -d persist_regress <"$sql_file" >"$actual" 2>&1 ||
-        psql_status=$?
+    psql -X -a -q -v ON_ERROR_STOP=0 -v tmpdir="$cluster_dir" -d persist_regress \
+        <"$sql_file" >"$actual.raw" 2>&1 || psql_status=$?
+    sed "s|$cluster_dir|<tmpdir>|g" "$actual.raw" >"$actual"
+    rm -f "$actual.raw"
 
     if [[ $psql_status -ne 0 ]]; then
         echo "FAIL $name: psql exited with status $psql_status; output in $actual"
@@ -132,6 +186,14 @@ for sql_file in "${sql_files[@]}"; do
 done
 
 echo "regress: $passed passed, $failed failed"
-if [[ $failed -ne 0 ]]; then
+
+echo "==> tests/cross_db.sh"
+cross_status=0
+"$repo_root/tests/cross_db.sh" || cross_status=$?
+if [[ $cross_status -ne 0 ]]; then
+    echo "FAIL tests/cross_db.sh exited with status $cross_status"
+fi
+
+if [[ $failed -ne 0 || $cross_status -ne 0 ]]; then
     exit 1
 fi

@@ -50,7 +50,9 @@ REVOKE ALL ON persist.sync_stores, persist.sync_records, persist.sync_server FRO
 -- pg_dump leaves out the rows of an extension's tables unless the extension
 -- marks them; these hold the synced data, so they must be in every dump. The
 -- call only works inside CREATE EXTENSION, so applying this file with psql
--- (where the tables are ordinary ones and are dumped anyway) skips it.
+-- (where the tables are ordinary ones and are dumped anyway) skips it. The
+-- server id is not dumped: a restored database gets a new one, so devices
+-- treat it as a new server and send it everything they hold.
 DO $$
 BEGIN
     -- Only an extension owns its member objects; outside CREATE EXTENSION
@@ -64,7 +66,6 @@ BEGIN
     ) THEN
         PERFORM pg_catalog.pg_extension_config_dump('persist.sync_stores', '');
         PERFORM pg_catalog.pg_extension_config_dump('persist.sync_records', '');
-        PERFORM pg_catalog.pg_extension_config_dump('persist.sync_server', '');
     END IF;
 END;
 $$;

@@ -15,6 +15,7 @@ Needs cryptography >= 44 (for Argon2id); scripts/test installs it in a venv.
 import hashlib
 import hmac
 import json
+import math
 import struct
 import sys
 from pathlib import Path
@@ -154,8 +155,9 @@ def encode_value(value: dict) -> bytes:
     if kind == "real":
         bits = bytes.fromhex(value["bits"])
         number = struct.unpack(">d", bits)[0]
-        # Canonical form for blind ids: integral doubles in i64 range become INTEGER.
-        if number == int(number) and -(2**63) <= number < 2**63:
+        # Canonical form for blind ids: integral doubles in i64 range become
+        # INTEGER; NaN and the infinities stay REAL.
+        if math.isfinite(number) and number == int(number) and -(2**63) <= number < 2**63:
             return b"\x01" + struct.pack(">q", int(number))
         return b"\x02" + bits
     if kind == "text":
@@ -217,8 +219,13 @@ def check(vectors: dict) -> int:
     keyring = parse_keyring(serialized)
     assert keyring["store_id"].hex() == vectors["keyring"]["store_id"]
     assert keyring["index_key"].hex() == vectors["keyring"]["index_key"]
+    assert keyring["token"].hex() == vectors["keyring"]["write_token"]
+    statuses = {1: "primary", 2: "active"}
     for key in vectors["keyring"]["keys"]:
-        assert keyring["keys"][key["id"]]["key"].hex() == key["key"]
+        parsed = keyring["keys"][key["id"]]
+        assert parsed["key"].hex() == key["key"], key["id"]
+        assert parsed["created"] == key["created"], key["id"]
+        assert statuses[parsed["status"]] == key["status"], key["id"]
 
     for case in vectors["envelopes"]:
         args = (case["purpose"], case["table"].encode(), bytes.fromhex(case["record_id"]), bytes.fromhex(case["context"]))

@@ -20,6 +20,8 @@
 //!   4 BLOB    length (4) | bytes
 //! ```
 
+use std::ops::Range;
+
 use zeroize::Zeroizing;
 
 use crate::envelope::MAX_PLAINTEXT;
@@ -190,24 +192,122 @@ pub fn put_value(out: &mut Vec<u8>, value: ValueRef<'_>) {
     }
 }
 
-pub(crate) fn read_value(reader: &mut Reader<'_>, column: &str) -> Result<Value, Error> {
+/// Where a value lies in an encoded row: numbers by value, TEXT and BLOB by
+/// their byte range in the encoding, so a reader can use them without
+/// copying.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValueSpan {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit signed integer.
+    Integer(i64),
+    /// An IEEE 754 double.
+    Real(f64),
+    /// UTF-8 text at this byte range, already checked to be UTF-8.
+    Text(Range<usize>),
+    /// Bytes at this byte range.
+    Blob(Range<usize>),
+}
+
+impl ValueSpan {
+    /// Borrows the value from `bytes`, the encoding it was read from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] when `bytes` is not the encoding the span came
+    /// from (a range out of bounds or text that is not UTF-8).
+    pub fn value<'a>(&self, bytes: &'a [u8]) -> Result<ValueRef<'a>, Error> {
+        let slice = |range: &Range<usize>| {
+            bytes
+                .get(range.clone())
+                .ok_or_else(|| Error::malformed("row", "a value span lies outside the row"))
+        };
+        Ok(match self {
+            Self::Null => ValueRef::Null,
+            Self::Integer(v) => ValueRef::Integer(*v),
+            Self::Real(v) => ValueRef::Real(*v),
+            Self::Text(range) => ValueRef::Text(
+                std::str::from_utf8(slice(range)?)
+                    .map_err(|_| Error::malformed("row", "a TEXT span is not UTF-8"))?,
+            ),
+            Self::Blob(range) => ValueRef::Blob(slice(range)?),
+        })
+    }
+}
+
+/// A decoded row that borrows nothing: its kind, and for each column the
+/// byte range of its name and the span of its value in the encoding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowSpans {
+    /// Row or tombstone.
+    pub kind: RowKind,
+    /// Name ranges and value spans, in the order they were written.
+    pub columns: Vec<(Range<usize>, ValueSpan)>,
+}
+
+impl RowSpans {
+    /// The name of column `index`, borrowed from `bytes`, the encoding the
+    /// spans came from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] when `bytes` is not that encoding.
+    pub fn name<'a>(&self, bytes: &'a [u8], index: usize) -> Result<&'a str, Error> {
+        let range = self
+            .columns
+            .get(index)
+            .map(|(name, _)| name.clone())
+            .ok_or_else(|| Error::malformed("row", "a column index lies outside the row"))?;
+        bytes
+            .get(range)
+            .and_then(|name| std::str::from_utf8(name).ok())
+            .ok_or_else(|| Error::malformed("row", "a column name span is not UTF-8 in the row"))
+    }
+
+    /// Copies the names and values out of `bytes`, the encoding the spans
+    /// came from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] when `bytes` is not that encoding.
+    pub fn to_row(&self, bytes: &[u8]) -> Result<Row, Error> {
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (index, (_, value)) in self.columns.iter().enumerate() {
+            columns.push((
+                self.name(bytes, index)?.to_owned(),
+                value.value(bytes)?.to_owned(),
+            ));
+        }
+        Ok(Row {
+            kind: self.kind,
+            columns,
+        })
+    }
+}
+
+fn read_value(reader: &mut Reader<'_>, column: &str) -> Result<ValueSpan, Error> {
     let tag = reader.u8("value tag")?;
     Ok(match tag {
-        TAG_NULL => Value::Null,
-        TAG_INTEGER => Value::Integer(i64::from_be_bytes(reader.array("INTEGER value")?)),
-        TAG_REAL => Value::Real(f64::from_bits(u64::from_be_bytes(
+        TAG_NULL => ValueSpan::Null,
+        TAG_INTEGER => ValueSpan::Integer(i64::from_be_bytes(reader.array("INTEGER value")?)),
+        TAG_REAL => ValueSpan::Real(f64::from_bits(u64::from_be_bytes(
             reader.array("REAL value")?,
         ))),
         TAG_TEXT => {
             let bytes = reader.lp("TEXT value")?;
-            let text = std::str::from_utf8(bytes).map_err(|err| {
+            let end = reader.position();
+            std::str::from_utf8(bytes).map_err(|err| {
                 reader.error(format!(
                     "TEXT value of column {column:?} is not UTF-8: {err}"
                 ))
             })?;
-            Value::Text(text.to_owned())
+            ValueSpan::Text(end - bytes.len()..end)
         }
-        TAG_BLOB => Value::Blob(reader.lp("BLOB value")?.to_vec()),
+        TAG_BLOB => {
+            let bytes = reader.lp("BLOB value")?;
+            let end = reader.position();
+            ValueSpan::Blob(end - bytes.len()..end)
+        }
         other => {
             return Err(reader.error(format!(
                 "unknown value tag {other} in column {column:?}, expected 0 to 4"
@@ -294,14 +394,16 @@ where
     Ok(out)
 }
 
-/// Decodes a row or tombstone.
+/// Decodes a row or tombstone into spans of `bytes`, without copying any
+/// name or value.
 ///
 /// # Errors
 ///
 /// [`Error::UnsupportedVersion`] for another codec version, and
 /// [`Error::Malformed`] for truncated input, trailing bytes, an unknown kind
-/// or tag, a name or TEXT value that is not UTF-8, or a repeated column name.
-pub fn decode_row(bytes: &[u8]) -> Result<Row, Error> {
+/// or tag, a name or TEXT value that is not UTF-8, a name over
+/// [`MAX_NAME_LEN`], or a repeated column name.
+pub fn decode_row_spans(bytes: &[u8]) -> Result<RowSpans, Error> {
     let mut reader = Reader::new("row", bytes);
     let version = reader.u8("codec version")?;
     if version != CODEC_VERSION {
@@ -324,9 +426,11 @@ pub fn decode_row(bytes: &[u8]) -> Result<Row, Error> {
     if count > MAX_COLUMNS {
         return Err(reader.error(format!("{count} columns, over the limit of {MAX_COLUMNS}")));
     }
-    let mut columns: Vec<(String, Value)> = Vec::with_capacity(count.min(reader.remaining()));
+    let mut columns: Vec<(Range<usize>, ValueSpan)> =
+        Vec::with_capacity(count.min(reader.remaining()));
     for _ in 0..count {
         let name = reader.lp("column name")?;
+        let end = reader.position();
         if name.len() > MAX_NAME_LEN {
             return Err(reader.error(format!(
                 "a column name is {} bytes, over the limit of {MAX_NAME_LEN}",
@@ -334,16 +438,27 @@ pub fn decode_row(bytes: &[u8]) -> Result<Row, Error> {
             )));
         }
         let name = std::str::from_utf8(name)
-            .map_err(|err| reader.error(format!("column name is not UTF-8: {err}")))?
-            .to_owned();
-        if columns.iter().any(|(known, _)| *known == name) {
+            .map_err(|err| reader.error(format!("column name is not UTF-8: {err}")))?;
+        if columns
+            .iter()
+            .any(|(known, _)| bytes.get(known.clone()) == Some(name.as_bytes()))
+        {
             return Err(reader.error(format!("column {name:?} appears twice")));
         }
-        let value = read_value(&mut reader, &name)?;
-        columns.push((name, value));
+        let value = read_value(&mut reader, name)?;
+        columns.push((end - name.len()..end, value));
     }
     reader.finish()?;
-    Ok(Row { kind, columns })
+    Ok(RowSpans { kind, columns })
+}
+
+/// Decodes a row or tombstone into owned names and values.
+///
+/// # Errors
+///
+/// As [`decode_row_spans`].
+pub fn decode_row(bytes: &[u8]) -> Result<Row, Error> {
+    decode_row_spans(bytes)?.to_row(bytes)
 }
 
 /// Largest TEXT or BLOB that [`encode_single`] accepts: the plaintext limit
@@ -394,7 +509,7 @@ pub fn decode_single(bytes: &[u8]) -> Result<Value, Error> {
     }
     let value = read_value(&mut reader, "value")?;
     reader.finish()?;
-    Ok(value)
+    Ok(value.value(bytes)?.to_owned())
 }
 
 #[cfg(test)]
@@ -417,6 +532,28 @@ mod tests {
 
     fn encode(kind: RowKind, columns: &[(String, Value)]) -> Zeroizing<Vec<u8>> {
         encode_row(kind, columns.iter().map(|(n, v)| (n.as_str(), v.as_ref()))).unwrap()
+    }
+
+    #[test]
+    fn spans_borrow_names_and_values_from_the_encoding() {
+        let columns = sample();
+        let bytes = encode(RowKind::Row, &columns);
+        let spans = decode_row_spans(&bytes).unwrap();
+        assert_eq!(spans.columns.len(), columns.len());
+        for (index, (name, value)) in columns.iter().enumerate() {
+            assert_eq!(spans.name(&bytes, index).unwrap(), name);
+            let (_, span) = &spans.columns[index];
+            assert_eq!(span.value(&bytes).unwrap().to_owned(), *value);
+        }
+        assert!(spans.name(&bytes, columns.len()).is_err());
+        // Spans read against other bytes fail instead of panicking.
+        let text = spans
+            .columns
+            .iter()
+            .find(|(_, v)| matches!(v, ValueSpan::Text(r) if !r.is_empty()));
+        let (_, text) = text.unwrap();
+        assert!(text.value(&bytes[..4]).is_err());
+        assert!(text.value(&vec![0xff; bytes.len()]).is_err());
     }
 
     #[test]

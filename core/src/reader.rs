@@ -70,6 +70,11 @@ impl<'a> Reader<'a> {
         slice
     }
 
+    /// The offset of the next byte to read.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
     pub(crate) fn remaining(&self) -> usize {
         self.data.len() - self.pos
     }

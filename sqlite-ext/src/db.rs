@@ -279,16 +279,26 @@ impl Stmt {
 
     /// Copies column `index` of the current row as bytes (BLOB or TEXT).
     pub fn column_blob(&self, index: c_int) -> Vec<u8> {
+        self.column_bytes(index).to_vec()
+    }
+
+    /// Borrows column `index` of the current row as bytes, until the next
+    /// step or reset, which need `&mut self` and so end the borrow.
+    pub fn column_bytes(&self, index: c_int) -> &[u8] {
         // SAFETY: `self.raw` is a live statement positioned on a row. The
         // pointer from sqlite3_column_blob is valid for the length reported
-        // by sqlite3_column_bytes until the next step, and is copied here.
+        // by sqlite3_column_bytes until the statement is stepped, reset or
+        // finalized, all of which take `&mut self` or `self`, so the borrow
+        // checker ends this slice's life first. The other thing that could
+        // move the bytes is a type conversion by sqlite3_column_text; no
+        // accessor of this type calls it (text is read through this one).
         unsafe {
             let data = ffi::sqlite3_column_blob(self.raw, index);
             let len = ffi::sqlite3_column_bytes(self.raw, index);
             if data.is_null() || len <= 0 {
-                Vec::new()
+                &[]
             } else {
-                std::slice::from_raw_parts(data.cast::<u8>(), len as usize).to_vec()
+                std::slice::from_raw_parts(data.cast::<u8>(), len as usize)
             }
         }
     }

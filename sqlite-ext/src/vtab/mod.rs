@@ -17,13 +17,14 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use persist_core::codec::{Row, Value};
+use persist_core::codec::ValueRef;
 use rusqlite::ffi;
 
 use crate::db::{Db, Step, Stmt};
-use crate::error::ExtError;
+use crate::error::{CoreContext, ExtError};
 use crate::state::Connection;
 use schema::Schema;
+use shadow::OpenedRow;
 use table::{Plan, Table};
 
 /// The virtual table object SQLite holds; `base` must come first.
@@ -50,11 +51,12 @@ struct Cursor {
     target: Option<persist_core::RecordId>,
 }
 
-/// The decoded row a cursor points at.
+/// The decrypted row a cursor points at.
 struct CurrentRow {
     rowid: i64,
-    row: Row,
-    /// For each schema column, its position in `row.columns`, if present.
+    row: OpenedRow,
+    /// For each schema column, its position in `row.spans.columns`, if
+    /// present.
     positions: Vec<Option<usize>>,
 }
 
@@ -583,13 +585,13 @@ fn advance(state: &mut Cursor, table: &Table) -> Result<(), ExtError> {
         return Ok(());
     }
     let mut rowid = stmt.column_i64(0);
-    let mut rid = stmt.column_blob(1);
+    let mut rid = stmt.column_bytes(1);
     if let Some(target) = &state.target {
         // A lookup reads every row in the record's slots: the one with the
         // record id is the match, and any other must be a record that
         // legitimately shares the slots, which check_slot confirms.
         while rid != target.as_bytes() {
-            table.check_slot(rowid, &rid)?;
+            table.check_slot(rowid, rid)?;
             if stmt.step()? == Step::Done {
                 if let Some(stmt) = state.stmt.take() {
                     table.release_cursor_statement(state.plan, stmt);
@@ -597,28 +599,33 @@ fn advance(state: &mut Cursor, table: &Table) -> Result<(), ExtError> {
                 return Ok(());
             }
             rowid = stmt.column_i64(0);
-            rid = stmt.column_blob(1);
+            rid = stmt.column_bytes(1);
         }
     }
-    let row = table.open_row(rowid, &rid, &stmt.column_blob(2))?;
+    // Taken per row, so that persist_close() stops a scan in progress.
+    let store = table.store()?;
+    let row = table.open_spans(&store, rowid, rid, stmt.column_bytes(2))?;
     let schema = &table.schema;
-    let in_order = row.columns.len() >= schema.columns.len()
+    let names = &row.spans.columns;
+    let name_is = |index: usize, name: &str| {
+        names
+            .get(index)
+            .and_then(|(range, _)| row.plaintext.get(range.clone()))
+            == Some(name.as_bytes())
+    };
+    let in_order = names.len() >= schema.columns.len()
         && schema
             .columns
             .iter()
-            .zip(&row.columns)
-            .all(|(column, (name, _))| column.name == *name);
+            .enumerate()
+            .all(|(index, column)| name_is(index, &column.name));
     let positions = if in_order {
         (0..schema.columns.len()).map(Some).collect()
     } else {
         schema
             .columns
             .iter()
-            .map(|column| {
-                row.columns
-                    .iter()
-                    .position(|(name, _)| *name == column.name)
-            })
+            .map(|column| (0..names.len()).find(|index| name_is(*index, &column.name)))
             .collect()
     };
     state.current = Some(CurrentRow {
@@ -660,11 +667,20 @@ unsafe extern "C" fn x_column(
     };
     guard("xColumn", report, || {
         // SAFETY: `cursor` is live for this call.
-        let (state, _) = unsafe { cursor_parts(cursor) };
-        let value = state.current.as_ref().and_then(|current| {
+        let (state, table) = unsafe { cursor_parts(cursor) };
+        let value = match state.current.as_ref().and_then(|current| {
             let position = (*current.positions.get(usize::try_from(column).ok()?)?)?;
-            current.row.columns.get(position).map(|(_, value)| value)
-        });
+            let (_, span) = current.row.spans.columns.get(position)?;
+            Some((span, &current.row.plaintext))
+        }) {
+            Some((span, plaintext)) => Some(span.value(plaintext).context_with(|| {
+                format!(
+                    "encrypted table {}: a column of the current row",
+                    table.name()
+                )
+            })?),
+            None => None,
+        };
         // SAFETY: `ctx` is valid for this call; SQLite copies text and blobs
         // (SQLITE_TRANSIENT) before returning.
         unsafe { set_result(ctx, value) };
@@ -677,21 +693,21 @@ unsafe extern "C" fn x_column(
 /// # Safety
 ///
 /// `ctx` must be a valid `sqlite3_context` for the current call.
-unsafe fn set_result(ctx: *mut ffi::sqlite3_context, value: Option<&Value>) {
+unsafe fn set_result(ctx: *mut ffi::sqlite3_context, value: Option<ValueRef<'_>>) {
     // SAFETY: guaranteed by the caller; buffers are copied by SQLite.
     unsafe {
         match value {
-            None | Some(Value::Null) => ffi::sqlite3_result_null(ctx),
-            Some(Value::Integer(v)) => ffi::sqlite3_result_int64(ctx, *v),
-            Some(Value::Real(v)) => ffi::sqlite3_result_double(ctx, *v),
-            Some(Value::Text(v)) => ffi::sqlite3_result_text64(
+            None | Some(ValueRef::Null) => ffi::sqlite3_result_null(ctx),
+            Some(ValueRef::Integer(v)) => ffi::sqlite3_result_int64(ctx, v),
+            Some(ValueRef::Real(v)) => ffi::sqlite3_result_double(ctx, v),
+            Some(ValueRef::Text(v)) => ffi::sqlite3_result_text64(
                 ctx,
                 v.as_ptr().cast(),
                 v.len() as u64,
                 ffi::SQLITE_TRANSIENT(),
                 ffi::SQLITE_UTF8 as u8,
             ),
-            Some(Value::Blob(v)) => ffi::sqlite3_result_blob64(
+            Some(ValueRef::Blob(v)) => ffi::sqlite3_result_blob64(
                 ctx,
                 v.as_ptr().cast(),
                 v.len() as u64,

@@ -24,9 +24,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use persist_core::codec::{self, Row, RowKind, ValueRef};
+use persist_core::codec::{self, Row, RowKind, RowSpans, ValueRef};
 use persist_core::sync::Version;
 use persist_core::{DeviceId, Location, Padding, Purpose, RecordId};
+use zeroize::Zeroizing;
 
 use crate::db::{Db, Step, Stmt, quote_identifier};
 use crate::error::{CoreContext, ExtError};
@@ -63,6 +64,14 @@ pub struct Stored {
     pub deleted: bool,
     /// Local write order; 0 for a row as the sync server sent it.
     pub seq: i64,
+}
+
+/// A decrypted row whose names and values are read in place.
+pub struct OpenedRow {
+    /// The decrypted row encoding.
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// Where each column's name and value lie in `plaintext`.
+    pub spans: RowSpans,
 }
 
 /// The result of looking up a record id.
@@ -313,9 +322,7 @@ impl Shadow {
     ///
     /// # Errors
     ///
-    /// A core error naming the table and row when the envelope does not open
-    /// or decode, and a usage error when the row is not of the expected
-    /// kind, which only a change to the shadow table can cause.
+    /// As [`Shadow::open_spans`].
     pub fn open_row(
         &self,
         store: &OpenStore,
@@ -325,6 +332,33 @@ impl Shadow {
         envelope: &[u8],
         tombstone: bool,
     ) -> Result<Row, ExtError> {
+        let opened = self.open_spans(store, counters, rowid, rid, envelope, tombstone)?;
+        opened.spans.to_row(&opened.plaintext).context_with(|| {
+            format!(
+                "encrypted table {}, row {rowid}: the stored envelope cannot be decrypted",
+                self.name()
+            )
+        })
+    }
+
+    /// Opens the envelope of shadow row `rowid` and decodes it into spans of
+    /// the plaintext, without copying names or values: the form a scan
+    /// reads.
+    ///
+    /// # Errors
+    ///
+    /// A core error naming the table and row when the envelope does not open
+    /// or decode, and a usage error when the row is not of the expected
+    /// kind, which only a change to the shadow table can cause.
+    pub fn open_spans(
+        &self,
+        store: &OpenStore,
+        counters: &Counters,
+        rowid: i64,
+        rid: &[u8],
+        envelope: &[u8],
+        tombstone: bool,
+    ) -> Result<OpenedRow, ExtError> {
         let context = || {
             format!(
                 "encrypted table {}, row {rowid}: the stored envelope cannot be decrypted",
@@ -337,22 +371,22 @@ impl Shadow {
             .open(&self.location(&rid), envelope)
             .context_with(context)?;
         counters.count_open();
-        let row = codec::decode_row(&plaintext).context_with(context)?;
+        let spans = codec::decode_row_spans(&plaintext).context_with(context)?;
         let expected = if tombstone {
             RowKind::Tombstone
         } else {
             RowKind::Row
         };
-        if row.kind != expected {
+        if spans.kind != expected {
             return Err(ExtError::usage(format!(
                 "encrypted table {}, row {rowid}: the shadow row is marked as a {} but holds a \
                  {}; the shadow table was modified",
                 self.name(),
                 kind_name(expected),
-                kind_name(row.kind)
+                kind_name(spans.kind)
             )));
         }
-        Ok(row)
+        Ok(OpenedRow { plaintext, spans })
     }
 
     /// Seals encoded row bytes for record `rid`.

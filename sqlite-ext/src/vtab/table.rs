@@ -17,7 +17,7 @@ use persist_core::{Padding, RecordId};
 use rusqlite::ffi;
 
 use super::schema::{ROW_KEY_COLUMN, Schema};
-use super::shadow::{Plan as ShadowPlan, Shadow, Stored};
+use super::shadow::{OpenedRow, Plan as ShadowPlan, Shadow, Stored};
 use crate::affinity::{self, Converted};
 use crate::db::{Db, Step, Stmt};
 use crate::error::{CoreContext, ExtError};
@@ -213,7 +213,12 @@ impl Table {
             .release_cursor_statement(plan.shadow_plan(), stmt);
     }
 
-    fn store(&self) -> Result<Arc<OpenStore>, ExtError> {
+    /// The connection's open store, or an error telling the user to open one.
+    ///
+    /// # Errors
+    ///
+    /// A usage error when no store is open.
+    pub fn store(&self) -> Result<Arc<OpenStore>, ExtError> {
         self.conn.store().map_err(|_| {
             ExtError::usage(format!(
                 "encrypted table {} needs an open store: call SELECT persist_init('<store \
@@ -243,6 +248,25 @@ impl Table {
         self.shadow.check_slot(rowid, rid)?;
         self.shadow
             .open_row(&store, &self.conn.counters, rowid, rid, envelope, false)
+    }
+
+    /// Opens the envelope of live shadow row `rowid` with `store` and
+    /// decodes it in place, as a scan reads it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Shadow::open_spans`], and [`Shadow::check_slot`] when the row is
+    /// not in its record's slots.
+    pub fn open_spans(
+        &self,
+        store: &OpenStore,
+        rowid: i64,
+        rid: &[u8],
+        envelope: &[u8],
+    ) -> Result<OpenedRow, ExtError> {
+        self.shadow.check_slot(rowid, rid)?;
+        self.shadow
+            .open_spans(store, &self.conn.counters, rowid, rid, envelope, false)
     }
 
     /// The blind record id of a primary key given as filter arguments, or

@@ -11,8 +11,10 @@ fail() {
 step() {
     local name=$1
     shift
+    local started=$SECONDS
     echo "==> $name"
-    "$@" || fail "$name failed"
+    "$@" || fail "$name failed after $((SECONDS - started)) s"
+    echo "<== $name: $((SECONDS - started)) s"
 }
 
 # Runs a command as root: directly when already root, else through sudo.

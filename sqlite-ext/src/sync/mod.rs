@@ -420,7 +420,9 @@ fn open_local(
     shadow: &Shadow,
     stored: &Stored,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, ExtError> {
-    let row = shadow.open_row(
+    // open_spans checks the decrypted row's encoding and kind, so the
+    // plaintext is the row encoding the sync record carries.
+    let opened = shadow.open_spans(
         store,
         counters,
         stored.rowid,
@@ -428,14 +430,7 @@ fn open_local(
         &stored.envelope,
         stored.deleted,
     )?;
-    let bytes = persist_core::codec::encode_row(
-        row.kind,
-        row.columns
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_ref())),
-    )
-    .map_err(|err| ExtError::core("persist_sync: encoding a row", err))?;
-    Ok(bytes)
+    Ok(opened.plaintext)
 }
 
 /// The local side of one sync call.
@@ -489,7 +484,8 @@ fn pull(
             };
             // The keyring record may change the store's keys mid-page.
             let store = conn.store()?;
-            if incoming.record_id == store.cipher.keyring().keyring_record_id().as_bytes() {
+            // The index key behind the keyring record's id never changes.
+            if incoming.record_id == keyring_record.as_bytes() {
                 receive_keyring(conn, &store, &incoming, summary)?;
             } else {
                 summary.pulled += 1;

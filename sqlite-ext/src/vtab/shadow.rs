@@ -690,10 +690,12 @@ impl Shadow {
     pub fn written_after(&self, after: i64, limit: i64) -> Result<Vec<Stored>, ExtError> {
         self.with_statement(
             "written_after",
+            // `seq > 0` repeats the partial index's condition, which SQLite
+            // must see in the query before it uses the index.
             |s| {
                 format!(
                     "SELECT id, rid, env, clock, device, deleted, seq FROM {} \
-                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                     WHERE seq > ?1 AND seq > 0 ORDER BY seq LIMIT ?2",
                     s.table("rows")
                 )
             },

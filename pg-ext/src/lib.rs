@@ -9,13 +9,17 @@
 //!   `persist.keyslots` contain each store's keyring sealed under a device
 //!   key;
 //! - the sync server role: the ciphertext-only tables and functions of
-//!   `pg-ext/sql/sync_server.sql`.
+//!   `pg-ext/sql/sync_server.sql`;
+//! - encrypted tables: the foreign data wrapper and server `persist`, the
+//!   schema `persist_rows` for their rows, and the event trigger
+//!   `persist_fdw_ddl_end` ([`fdw`]).
 //!
 //! `DROP EXTENSION persist` drops the schema with all of it. `docs/POSTGRES.md`
 //! is the user's guide, with every function's flags and errors.
 //!
 //! | module | what it owns |
 //! |---|---|
+//! | [`fdw`] | encrypted tables: the foreign data wrapper `persist` |
 //! | [`store`] | `persist.init`: keyfiles, key import, the metadata tables |
 //! | [`keyfile`] | the `persist.keyfile` setting and the checks on keyfile paths |
 //! | [`functions`] | encrypt, decrypt, export and status |
@@ -29,6 +33,7 @@
 //! records the `pg_config` whose headers pgrx compiles against.
 
 pub mod error;
+pub mod fdw;
 pub mod functions;
 pub mod keyfile;
 pub mod options;

@@ -224,6 +224,11 @@ mod tests {
             ("persist.export(text)", "v", false, "r"),
             ("persist.status()", "v", true, "r"),
             ("persist.close()", "v", true, "r"),
+            // Encrypted tables: the wrapper's handler and validator, and the
+            // event trigger function, which Postgres calls itself.
+            ("persist.fdw_handler()", "v", true, "u"),
+            ("persist.fdw_validator(text[], oid)", "v", false, "u"),
+            ("persist.fdw_ddl_end()", "v", false, "u"),
         ];
         for (signature, volatility, strict, parallel) in expected {
             let (found_volatility, found_strict, found_parallel) =

@@ -15,7 +15,15 @@
 #      copied over the expected file.
 #   5. tests/cross_db.sh, against the same cluster, seals values in SQLite
 #      and opens them in Postgres, and the other way round.
+#   6. scripts/demo-postgres --installed, in a cluster of its own, loads
+#      Chinook into encrypted tables and plaintext copies, checks that the
+#      queries of sql/chinook/queries.sql return identical results, and scans
+#      the data directory for plaintext once the copies are dropped. Any
+#      difference or finding fails the run.
 #
+# The regression scripts of encrypted tables need the contrib extension
+# dblink (06, for concurrent sessions), and pg_dump, pg_restore and psql on
+# PATH (07); Debian's postgresql-$PG_MAJOR package has all of them.
 # Before the regression scripts run, the cluster gets what the key tests
 # need: persist.keyfile = '<cluster dir>/keys/regress.key' (ALTER SYSTEM,
 # outside the data directory, created by the first persist.init), and
@@ -194,6 +202,13 @@ if [[ $cross_status -ne 0 ]]; then
     echo "FAIL tests/cross_db.sh exited with status $cross_status"
 fi
 
-if [[ $failed -ne 0 || $cross_status -ne 0 ]]; then
+echo "==> scripts/demo-postgres"
+demo_status=0
+"$repo_root/scripts/demo-postgres" --installed || demo_status=$?
+if [[ $demo_status -ne 0 ]]; then
+    echo "FAIL scripts/demo-postgres exited with status $demo_status"
+fi
+
+if [[ $failed -ne 0 || $cross_status -ne 0 || $demo_status -ne 0 ]]; then
     exit 1
 fi

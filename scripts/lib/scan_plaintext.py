@@ -3,6 +3,7 @@
 
 Usage:
   scan_plaintext.py --source PLAIN.db --files FILE [FILE ...] [--shadow-db ENC.db]
+  scan_plaintext.py --needles VALUES.txt --pg-datadir PGDATA [--files FILE ...]
 
 The values to look for are read from the plaintext copy of the Chinook data
 (PLAIN.db): every customer and employee name, e-mail address, street address,
@@ -16,6 +17,16 @@ cannot tell them from chance. With --shadow-db, the script instead opens the
 encrypted database without the extension and checks that no integer column
 of any shadow table (rowids, clock values, flags) holds a value in the range of
 the Chinook primary keys, other than the 0 and 1 of the flag columns.
+
+For PostgreSQL, --needles names a UTF-8 file with one value per line, which
+scripts/demo-postgres exports from the plaintext copy of the Chinook data
+(values shorter than 4 bytes are skipped as above), and --pg-datadir names a
+data directory whose every regular file is scanned: tables, indexes, WAL,
+the commit log and the catalogs. Some short values, such as the first names
+Mark and Helena, occur in the text of PostgreSQL's own catalogs (function
+descriptions, time zone names). --baseline DIR names files that never held
+the data, such as the template database base/1; values found there are
+reported and left out of the search.
 
 Exit status 0 when nothing is found, 1 when a value is found, 2 on bad usage.
 """
@@ -52,13 +63,30 @@ def collect_needles(source: Path) -> list[str]:
     return sorted(needles), largest_key
 
 
-def scan_files(files: list[Path], needles: list[str]) -> dict[str, list[str]]:
+def read_needles(path: Path) -> list[str]:
+    values = path.read_text(encoding="utf-8").split("\n")
+    return sorted({value for value in values if len(value.encode("utf-8")) >= MIN_NEEDLE_LEN})
+
+
+def data_directory_files(datadir: Path) -> list[Path]:
+    """Return every regular file under a PostgreSQL data directory, without following links."""
+    return sorted(path for path in datadir.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def scan_files(files: list[Path], needles: list[str], report: str = "all") -> dict[str, list[str]]:
+    """Search each file for each needle; print a line per file ("all"), per file with a hit ("hits") or none."""
     found = {}
+    encoded = [(needle, needle.encode("utf-8")) for needle in needles]
     for path in files:
-        data = path.read_bytes()
-        hits = [needle for needle in needles if needle.encode("utf-8") in data]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # The server removes temporary and old WAL files while it runs.
+            continue
+        hits = [needle for needle, raw in encoded if raw in data]
         found[str(path)] = hits
-        print(f"  {path.name}: {len(data):,} bytes, {len(hits)} of {len(needles)} values found")
+        if report == "all" or (report == "hits" and hits):
+            print(f"  {path.name}: {len(data):,} bytes, {len(hits)} of {len(needles)} values found")
     return found
 
 
@@ -81,23 +109,53 @@ def check_shadow_integers(database: Path, largest_key: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, type=Path, help="plaintext Chinook database")
-    parser.add_argument("--files", required=True, nargs="+", type=Path, help="files to scan")
+    sources = parser.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--source", type=Path, help="plaintext Chinook database (SQLite)")
+    sources.add_argument("--needles", type=Path, help="file of values to look for, one per line")
+    parser.add_argument("--files", nargs="+", type=Path, default=[], help="files to scan")
+    parser.add_argument("--pg-datadir", type=Path, help="PostgreSQL data directory to scan, every file in it")
+    parser.add_argument("--baseline", type=Path, help="directory of files that never held the data; values found there are left out")
     parser.add_argument("--shadow-db", type=Path, help="encrypted database whose shadow tables to check")
     parser.add_argument("--expect-found", action="store_true", help="succeed only if every value is found (a self-check of the scanner)")
     args = parser.parse_args()
 
-    missing = [path for path in [args.source, *args.files] if not path.is_file()]
+    source = args.source or args.needles
+    missing = [path for path in [source, *args.files] if not path.is_file()]
     if missing:
         print(f"scan_plaintext: file not found: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
+    if args.pg_datadir is not None and not (args.pg_datadir / "PG_VERSION").is_file():
+        print(f"scan_plaintext: {args.pg_datadir} is not a PostgreSQL data directory (no PG_VERSION)", file=sys.stderr)
+        return 2
+    if not args.files and args.pg_datadir is None:
+        print("scan_plaintext: give --files, --pg-datadir or both", file=sys.stderr)
+        return 2
 
-    needles, largest_key = collect_needles(args.source)
+    if args.source is not None:
+        needles, largest_key = collect_needles(args.source)
+    else:
+        needles, largest_key = read_needles(args.needles), 0
+    if args.baseline is not None:
+        baseline_files = [path for path in args.baseline.rglob("*") if path.is_file()]
+        common = {needle for hits in scan_files(baseline_files, needles, report="none").values() for needle in hits}
+        if common:
+            print(f"  left out, because {args.baseline} contains them too: {', '.join(map(repr, sorted(common)))}")
+        needles = [needle for needle in needles if needle not in common]
+        if len(sorted(common)) > len(needles):
+            print("scan_plaintext: the baseline contains most values; it cannot be a database without the data", file=sys.stderr)
+            return 2
     found = scan_files(args.files, needles)
+    if args.pg_datadir is not None:
+        files = data_directory_files(args.pg_datadir)
+        datadir_found = scan_files(files, needles, report="hits")
+        size = sum(path.stat().st_size for path in files if path.exists())
+        hits = sum(len(hits) for hits in datadir_found.values())
+        print(f"  {args.pg_datadir}: {len(files):,} files, {size:,} bytes, {hits} values found")
+        found.update(datadir_found)
     total = sum(len(hits) for hits in found.values())
     if args.expect_found:
-        every = all(len(hits) == len(needles) for hits in found.values())
-        return 0 if every else 1
+        seen = {needle for hits in found.values() for needle in hits}
+        return 0 if len(seen) == len(needles) else 1
 
     suspicious = check_shadow_integers(args.shadow_db, largest_key) if args.shadow_db else 0
     for path, hits in found.items():

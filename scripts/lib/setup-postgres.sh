@@ -24,7 +24,9 @@ set -euo pipefail
 # Prints the installed version of Debian package $1, or nothing when it is
 # not installed.
 _setup_postgres_dpkg_version() {
-    dpkg-query --show --showformat='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null |
+    # dpkg-query fails for a package it has never seen; that is "not
+    # installed", not an error, also under set -e and pipefail.
+    { dpkg-query --show --showformat='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null || true; } |
         awk '$1 == "ii" { print $2 }'
 }
 

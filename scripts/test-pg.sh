@@ -5,8 +5,11 @@
 #   1. scripts/lib/setup-postgres.sh installs missing build requirements.
 #   2. `cargo pgrx test` runs the #[pg_test] functions inside a server that
 #      pgrx starts as user postgres, with its data under $PGRX_TEST_PGDATA.
-#   3. `cargo pgrx install --release` installs persist.so, persist.control and
-#      the extension SQL into the system PostgreSQL directories.
+#   3. `cargo pgrx install` installs persist.so, persist.control and the
+#      extension SQL into the system PostgreSQL directories. It installs the
+#      dev-profile build, which reuses the dependencies `cargo pgrx test` has
+#      just compiled; a release build of pgrx would add minutes to CI. Set
+#      PERSIST_PG_RELEASE=1 to install the release build instead.
 #   4. A throwaway cluster (scripts/lib/pg-cluster.sh) runs each
 #      sql/regress/pg/NAME.sql, in name order and in one database, and the
 #      script compares the output with sql/regress/pg/expected/NAME.out using
@@ -55,6 +58,7 @@
 # also after a failure.
 #
 # Environment: PG_MAJOR (default 15), PG_CONFIG (default /usr/bin/pg_config),
+# PERSIST_PG_RELEASE (1 installs the release build),
 # PGRX_TEST_PGDATA (default /tmp/persist-pgrx; pgrx also puts the test
 # server's Unix socket there, so keep the path short), CARGO_TARGET_DIR
 # (default target/). cargo-pgrx builds in its pgrx/ subdirectory.
@@ -114,11 +118,14 @@ fi
         cargo pgrx test "pg$pg_major" --runas postgres --pgdata "$pgrx_test_pgdata"
 )
 
-echo "==> cargo pgrx install --release"
+if [[ ${PERSIST_PG_RELEASE:-0} == 1 ]]; then
+    install_flags+=(--release)
+fi
+echo "==> cargo pgrx install ${install_flags[*]}"
 (
     cd "$repo_root/pg-ext"
     CARGO_TARGET_DIR=$pgrx_target_dir \
-        cargo pgrx install --pg-config "$pg_config" --release "${install_flags[@]}"
+        cargo pgrx install --pg-config "$pg_config" "${install_flags[@]}"
 )
 
 echo "==> SQL regression tests in $regress_dir"

@@ -1,6 +1,6 @@
 //! `persist-bench`: benchmarks of Persist against plaintext SQLite, SQLCipher,
-//! `openssl speed` and a local PostgreSQL sync server, written as Markdown
-//! tables for docs/BENCHMARKS.md.
+//! `openssl speed`, a local PostgreSQL sync server, pgcrypto and plaintext
+//! PostgreSQL tables, written as Markdown tables for docs/BENCHMARKS.md.
 //!
 //! `scripts/bench` builds everything, starts a throwaway PostgreSQL cluster
 //! and runs this binary; see `persist-bench --help` for running it by hand.
@@ -12,6 +12,8 @@ mod machine;
 mod measure;
 mod memory;
 mod pg_hooks;
+mod pg_tables;
+mod pg_values;
 mod profile;
 mod report;
 mod sqlite;
@@ -38,9 +40,12 @@ Runs the benchmarks and writes Markdown tables.
   --smoke            tiny sizes, a few seconds; checks results only
   --full             the sizes of docs/BENCHMARKS.md (several minutes)
   --extension PATH   the persist SQLite extension, target/release/libpersist.so
-  --pg CONNINFO      PostgreSQL server for the sync benchmarks, without dbname,
-                     such as 'host=/tmp/pg/sock port=55432 user=postgres'; the
-                     role must be allowed to create databases
+  --pg CONNINFO      PostgreSQL server for the sync, memory and postgres
+                     benchmarks, without dbname, such as
+                     'host=/tmp/pg/sock port=55432 user=postgres'. The role
+                     must be allowed to create databases, and for postgres be
+                     a superuser on a server with the persist extension
+                     installed, pgcrypto, and persist.keyfile set
   --work DIR         folder for databases and keyfiles (default: a new folder
                      under the system temporary folder, removed at the end)
   --repo DIR         repository root, for sql/chinook and pg-ext/sql
@@ -52,7 +57,9 @@ Runs the benchmarks and writes Markdown tables.
                      postgres (default: all)
   --repetitions N    repetitions of each measurement (default: smoke 1, full 5)
 
-Profile cases (for valgrind --tool=callgrind; run once with --prepare first):";
+Profile cases (for valgrind --tool=callgrind, or for the pg-* cases perf
+record -p on the PostgreSQL backend whose process id the case prints before
+it waits for a line on standard input; run once with --prepare first):";
 
 /// Sizes and repetitions of one run.
 pub struct Sizes {
@@ -82,6 +89,15 @@ pub struct Sizes {
     pub memory_scan_rows: [usize; 2],
     /// The two record counts of the memory sync.
     pub memory_sync_records: [usize; 2],
+    /// Value sizes of the PostgreSQL value-function benchmark, in bytes.
+    pub pg_value_sizes: Vec<usize>,
+    /// Values per size there, at most.
+    pub pg_values: usize,
+    /// Bytes of plaintext per size there, at most: larger sizes get fewer
+    /// values.
+    pub pg_value_bytes: usize,
+    /// Values per size that pgcrypto's PGP functions run on, at most.
+    pub pg_pgp_values: usize,
 }
 
 impl Sizes {
@@ -100,6 +116,10 @@ impl Sizes {
             sync_repetitions: 1,
             memory_scan_rows: [1_000, 10_000],
             memory_sync_records: [500, 5_000],
+            pg_value_sizes: vec![64, 256, 4096, 65536],
+            pg_values: 200,
+            pg_value_bytes: 1 << 20,
+            pg_pgp_values: 200,
         }
     }
 
@@ -118,6 +138,12 @@ impl Sizes {
             sync_repetitions: 3,
             memory_scan_rows: [100_000, 1_000_000],
             memory_sync_records: [10_000, 100_000],
+            pg_value_sizes: vec![64, 256, 4096, 65536],
+            pg_values: 100_000,
+            pg_value_bytes: 32 << 20,
+            // pgp_sym_encrypt and pgp_sym_decrypt each take about 0.1 to
+            // 0.2 ms a call, which 100,000 values would make minutes.
+            pg_pgp_values: 10_000,
         }
     }
 }
@@ -364,10 +390,13 @@ fn is_selected(args: &Args, section: &str) -> bool {
 
 fn run_sections(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let server = ctx.pg.as_deref().map(Server::new);
-    if server.is_none() && (is_selected(args, "sync") || is_selected(args, "memory")) {
+    let needs_server = ["sync", "memory", "postgres"]
+        .into_iter()
+        .any(|section| is_selected(args, section));
+    if server.is_none() && needs_server {
         return Err(BenchError::new(
-            "the sync and memory benchmarks need --pg CONNINFO (scripts/bench starts a \
-             server); leave them out with --only sqlite,crypto",
+            "the sync, memory and postgres benchmarks need --pg CONNINFO (scripts/bench \
+             starts a server); leave them out with --only sqlite,crypto",
         ));
     }
     let machine = machine::describe(server.as_ref());

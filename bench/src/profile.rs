@@ -5,17 +5,23 @@
 //! databases and server state) without a profiler. `persist-bench profile
 //! CASE` then does only the measured work, so the profile shows that work
 //! plus the fixed cost of starting the process and opening the store.
+//!
+//! The `pg-*` cases do their work in a PostgreSQL backend, not in this
+//! process, so a profiler must attach to that backend. Their run prints the
+//! backend's process id and waits for a line on standard input before the
+//! work (see [`pg_hooks::profile`]).
 
 use crate::Ctx;
 use crate::crypto::{self, Operation};
 use crate::engine::{Engine, remove_database};
 use crate::error::{BenchError, Result};
+use crate::pg_hooks;
 use crate::sqlite;
 use crate::sync::{self, Server};
 use crate::workload::{self, Item};
 
 /// The profile cases, with what each runs.
-pub const CASES: [(&str, &str); 9] = [
+pub const CASES: [(&str, &str); 11] = [
     ("insert", "inserts ROWS rows in one transaction"),
     (
         "insert-commits",
@@ -34,6 +40,14 @@ pub const CASES: [(&str, &str); 9] = [
         "device A's second sync, after ROWS more rows (push, then pull of its own)",
     ),
     ("pull", "device B's first sync of ROWS records"),
+    (
+        "pg-encrypt",
+        "10 statements that persist.encrypt ROWS values of 256 bytes in the PostgreSQL backend",
+    ),
+    (
+        "pg-decrypt",
+        "10 statements that persist.decrypt ROWS values of 256 bytes in the PostgreSQL backend",
+    ),
 ];
 
 const SERVER_DATABASE: &str = "persist_bench_profile";
@@ -105,6 +119,7 @@ pub fn run(ctx: &Ctx, case: &str, rows: usize, prepare: bool) -> Result<()> {
             }
             Ok(())
         }
+        ("pg-encrypt" | "pg-decrypt", _) => pg_hooks::profile(ctx, case, rows, prepare),
         ("push" | "push-later" | "pull", false) => {
             let conninfo = server()?.conninfo(SERVER_DATABASE);
             let devices = sync::Devices {

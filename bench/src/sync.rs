@@ -40,7 +40,13 @@ impl Server {
         format!("{} dbname={name}", self.base)
     }
 
-    fn admin(&self) -> Result<postgres::Client> {
+    /// Connects to the database `postgres`, for creating and dropping
+    /// databases.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn admin(&self) -> Result<postgres::Client> {
         postgres::Client::connect(&self.conninfo("postgres"), postgres::NoTls)
             .context(format!("connecting to PostgreSQL at {}", self.base))
     }

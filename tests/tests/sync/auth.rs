@@ -110,6 +110,7 @@ fn execute_only_role_syncs_without_table_access() {
                  persist.push(bytea, bytea, bytea[], bigint[], bytea[], bytea[]),
                  persist.pull(bytea, bytea, bigint, integer),
                  persist.sync_next_seq(bytea, bytea),
+                 persist.sync_record_seq(bytea, bytea, bytea),
                  persist.sync_server_id()
              TO {role};"
         ))
@@ -131,6 +132,15 @@ fn execute_only_role_syncs_without_table_access() {
     );
     let summary = b.sync_to(&role_conninfo);
     assert_eq!((summary.pulled, summary.applied), (3, 3), "{summary:?}");
+    assert_eq!(b.rows("notes", "id"), a.rows("notes", "id"));
+    // A second sync checks the device's cursor with sync_record_seq, so the
+    // role needs that grant too.
+    b.exec("INSERT INTO notes VALUES (4, 'four')");
+    let summary = b.sync_to(&role_conninfo);
+    assert_eq!(summary.accepted, 1, "{summary:?}");
+    let summary = a.sync_to(&role_conninfo);
+    assert!(!summary.server_rolled_back, "{summary:?}");
+    assert_eq!(summary.applied, 1, "{summary:?}");
     assert_eq!(b.rows("notes", "id"), a.rows("notes", "id"));
 
     let mut as_role = Server::connect_to(&role_conninfo);

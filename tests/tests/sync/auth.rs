@@ -167,7 +167,7 @@ fn execute_only_role_syncs_without_table_access() {
     );
     assert_eq!(
         server.records(&a.store_id).len(),
-        3,
+        4,
         "the rejected statements changed the store"
     );
 

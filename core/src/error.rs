@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use crate::ids::InviteId;
+
 /// Everything that can go wrong in the crypto core.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -109,6 +111,40 @@ pub enum Error {
     /// A passphrase-protected export opened without a passphrase.
     #[error("this key export is protected by a passphrase; give the passphrase to import it")]
     PassphraseRequired,
+
+    /// A text code (an invite, a pairing response or a pairing message)
+    /// whose checksum does not match its contents.
+    #[error(
+        "the {what} is damaged: its checksum does not match, so it was changed \
+         or mistyped; copy it again"
+    )]
+    Checksum {
+        /// The kind of code, such as "invite code".
+        what: &'static str,
+    },
+
+    /// A pairing invite used after its expiry time.
+    #[error(
+        "invite {invite_id} expired at {expires} (Unix seconds); create a new invite \
+         on a device that has the store"
+    )]
+    InviteExpired {
+        /// The invite's id.
+        invite_id: InviteId,
+        /// The expiry time in seconds since the Unix epoch.
+        expires: u64,
+    },
+
+    /// A pairing response whose confirmation MAC does not verify.
+    #[error(
+        "the pairing response to invite {invite_id} failed verification: it was \
+         modified on the way (by the sync server, for example), or made without \
+         this invite's one-time secret; create a new invite"
+    )]
+    PairingRejected {
+        /// The invite the response claims to be for.
+        invite_id: InviteId,
+    },
 
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed: {0}")]

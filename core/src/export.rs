@@ -12,20 +12,19 @@
 //!     AAD = the payload bytes before the nonce
 //! ```
 //!
-//! Crockford base32 survives copy and paste: it has no punctuation, reads the
-//! same in upper or lower case, and the parser ignores white space and hyphens
-//! and reads `O` as `0` and `I`, `L` as `1`. The checksum catches a mistyped or
-//! truncated string before any key is used.
+//! The text form (prefix, Crockford base32, checksum) is shared with the
+//! pairing codes and lives in [`crate::text_form`].
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::keyring::Keyring;
-use crate::primitives::{AeadKey, NONCE_LEN, sha256};
+use crate::primitives::{AeadKey, NONCE_LEN};
 use crate::random;
 use crate::reader::Reader;
 use crate::secret::{KEY_LEN, Passphrase, SecretKey};
+use crate::text_form::TextForm;
 
 /// The prefix of every export string.
 pub const PREFIX: &str = "PERSIST-KEY-1";
@@ -35,12 +34,17 @@ pub const EXPORT_VERSION: u8 = 1;
 
 const PROTECTION_RAW: u8 = 0;
 const PROTECTION_PASSPHRASE: u8 = 1;
-const CHECKSUM_LEN: usize = 4;
 const SALT_LEN: usize = 16;
 
 /// Maximum length of an export string in bytes, ample for a keyring of
 /// [`crate::keyring::MAX_KEYS`] keys.
 pub const MAX_EXPORT_LEN: usize = 128 * 1024;
+
+const TEXT_FORM: TextForm = TextForm {
+    prefix: PREFIX,
+    what: "key export",
+    max_len: MAX_EXPORT_LEN,
+};
 
 /// Argon2id cost of a passphrase-protected export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,15 +170,7 @@ pub(crate) fn export_inner(
             AeadKey::new(&key).seal_in_place(nonce, &aad, &mut payload, start)?;
         }
     }
-    let checksum = sha256(&payload);
-    payload.extend_from_slice(&checksum[..CHECKSUM_LEN]);
-
-    let mut text = Zeroizing::new(String::with_capacity(
-        PREFIX.len() + payload.len() * 8 / 5 + 1,
-    ));
-    text.push_str(PREFIX);
-    encode_base32(&payload, &mut text);
-    Ok(text)
+    Ok(TEXT_FORM.encode(&payload))
 }
 
 /// Tells whether an export string needs a passphrase, after checking its
@@ -255,99 +251,12 @@ fn passphrase_key(
 
 /// Strips the prefix, decodes the base32 and checks the checksum.
 fn decode_text(text: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
-    if text.len() > MAX_EXPORT_LEN {
-        return Err(Error::TooLarge {
-            what: "key export",
-            size: text.len(),
-            limit: MAX_EXPORT_LEN,
-        });
-    }
-    let trimmed = text.trim();
-    let body = trimmed
-        .get(..PREFIX.len())
-        .filter(|prefix| prefix.eq_ignore_ascii_case(PREFIX))
-        .and_then(|_| trimmed.get(PREFIX.len()..))
-        .ok_or_else(|| {
-            Error::malformed(
-                "key export",
-                format!("it does not start with {PREFIX}; paste the whole string"),
-            )
-        })?;
-    let mut payload = decode_base32(body)?;
-    if payload.len() <= CHECKSUM_LEN + 2 {
-        return Err(Error::malformed(
-            "key export",
-            "it is too short; paste the whole string",
-        ));
-    }
-    let checksum_at = payload.len() - CHECKSUM_LEN;
-    let expected = sha256(&payload[..checksum_at]);
-    if expected[..CHECKSUM_LEN] != payload[checksum_at..] {
-        return Err(Error::ExportChecksum);
-    }
-    payload.truncate(checksum_at);
-    Ok(payload)
-}
-
-const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-fn encode_base32(bytes: &[u8], out: &mut String) {
-    let mut buffer: u32 = 0;
-    let mut bits = 0;
-    for byte in bytes {
-        buffer = (buffer << 8) | u32::from(*byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
-    }
-}
-
-fn base32_digit(c: char) -> Option<u32> {
-    let value = match c.to_ascii_uppercase() {
-        c @ '0'..='9' => c as u32 - '0' as u32,
-        'O' => 0,
-        'I' | 'L' => 1,
-        c => ALPHABET.iter().position(|a| char::from(*a) == c)? as u32,
-    };
-    Some(value)
-}
-
-fn decode_base32(text: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8));
-    let mut buffer: u32 = 0;
-    let mut bits = 0;
-    for (index, c) in text.chars().enumerate() {
-        if c.is_whitespace() || c == '-' {
-            continue;
-        }
-        let digit = base32_digit(c).ok_or_else(|| {
-            Error::malformed(
-                "key export",
-                format!(
-                    "character {c:?} at position {} is not base32",
-                    index + PREFIX.len() + 1
-                ),
-            )
-        })?;
-        buffer = (buffer << 5) | digit;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-        buffer &= (1 << bits) - 1;
-    }
-    // Leftover bits are the encoder's zero fill; anything else means the
-    // string was cut or extended by a character.
-    if bits >= 5 || buffer != 0 {
-        return Err(Error::ExportChecksum);
-    }
-    Ok(out)
+    TEXT_FORM.decode(text).map_err(|err| match err {
+        // The export keeps its own error, which tells the user to copy the
+        // key again.
+        Error::Checksum { .. } => Error::ExportChecksum,
+        other => other,
+    })
 }
 
 #[cfg(test)]
@@ -485,15 +394,5 @@ mod tests {
         }
         let err = import("PERSIST-KEY-1AB#", None).unwrap_err();
         assert!(err.to_string().contains("'#'"), "{err}");
-    }
-
-    #[test]
-    fn base32_round_trip_all_lengths() {
-        for len in 0..40 {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let mut text = String::new();
-            encode_base32(&bytes, &mut text);
-            assert_eq!(decode_base32(&text).unwrap().as_slice(), bytes.as_slice());
-        }
     }
 }

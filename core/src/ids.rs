@@ -83,8 +83,27 @@ id_type!(
     "record id"
 );
 
+id_type!(
+    /// The random id of a pairing invite. It names the invite's mailbox on
+    /// the sync server, where it acts as the capability to post to and read
+    /// from that mailbox.
+    InviteId,
+    "invite id"
+);
+
 impl StoreId {
     /// Generates a random store id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Random`] when the operating system provides no randomness.
+    pub fn generate() -> Result<Self, Error> {
+        Ok(Self(random::array()?))
+    }
+}
+
+impl InviteId {
+    /// Generates a random invite id.
     ///
     /// # Errors
     ///

@@ -16,6 +16,8 @@
 //!   computes blind record ids.
 //! - [`codec`] turns rows into the plaintext an envelope carries.
 //! - [`export`] moves a keyring between devices as one line of text.
+//! - [`pairing`] moves it to a new device through an X25519 key agreement
+//!   started by an invite code.
 //! - [`clock`] and [`sync`] order writes and pick the winner of a conflict.
 //!
 //! ```
@@ -55,17 +57,19 @@ mod hex;
 pub mod ids;
 pub mod keyring;
 pub mod padding;
+pub mod pairing;
 pub mod primitives;
 pub mod random;
 mod reader;
 pub mod secret;
 pub mod sync;
+mod text_form;
 #[cfg(test)]
 mod vectors;
 
 pub use envelope::{Cipher, Header, Location, Purpose};
 pub use error::Error;
-pub use ids::{DeviceId, RecordId, StoreId};
+pub use ids::{DeviceId, InviteId, RecordId, StoreId};
 pub use keyring::{DataKey, KeyStatus, Keyring};
 pub use padding::Padding;
 pub use secret::{Passphrase, SecretKey};

@@ -10,6 +10,7 @@
 //! `PERSIST_WRITE_VECTORS=1 cargo test -p persist-core vectors`.
 
 use serde_json::{Value as Json, json};
+use zeroize::Zeroizing;
 
 use crate::codec::{self, RowKind, Value, ValueRef};
 use crate::device_key::format_keyfile;
@@ -19,6 +20,10 @@ use crate::export::{self, KdfParams};
 use crate::ids::DeviceId;
 use crate::keyring::Keyring;
 use crate::padding::{self, Padding};
+use crate::pairing::{
+    self, Acceptance, EphemeralKey, INVITE_FORM, MESSAGE_FORM, PairingKeys, PairingMessage,
+    PendingInvite, RESPONSE_FORM, Response,
+};
 use crate::secret::{Passphrase, SecretKey};
 use crate::sync::{self, Version};
 
@@ -379,6 +384,126 @@ fn build() -> Json {
             "text": format_keyfile(&device_key).as_str(),
         },
         "padding_buckets": buckets,
+        "pairing": pairing_vectors(&keyring),
+    })
+}
+
+/// Builds the pairing vectors: a joiner paired to the vector keyring's store
+/// from fixed one-time secrets and a fixed nonce, with tampered copies.
+fn pairing_vectors(keyring: &Keyring) -> Json {
+    let secret = |start: u8| Zeroizing::new(<[u8; 32]>::try_from(counting(start, 32)).unwrap());
+    let inviter_secret = secret(0xc0);
+    let joiner_secret = secret(0xe0);
+    let one_time_secret = SecretKey::from_slice(&counting(0x10, 32)).unwrap();
+    let invite_id = crate::ids::InviteId(counting(0xb0, 16).try_into().unwrap());
+    let expires = 1_700_003_600u64;
+    let now = expires - 60;
+    let message_nonce = nonce(0x60);
+
+    let pending = PendingInvite::from_parts(
+        keyring.store_id(),
+        invite_id,
+        EphemeralKey::from_bytes(&inviter_secret),
+        one_time_secret.duplicate(),
+        expires,
+    );
+    let invite_text = pending.invite().to_text();
+    let invite = pairing::Invite::parse(&invite_text).unwrap();
+    let (acceptance, response) =
+        Acceptance::accept_with_secret(&invite, EphemeralKey::from_bytes(&joiner_secret)).unwrap();
+    let response_text = response.to_text();
+
+    let inviter_public = EphemeralKey::from_bytes(&inviter_secret).public();
+    let joiner_public = EphemeralKey::from_bytes(&joiner_secret).public();
+    let shared = EphemeralKey::from_bytes(&inviter_secret)
+        .agree(&joiner_public)
+        .unwrap();
+    let transcript = pairing::transcript(&invite, &joiner_public);
+    let pairing_key = pairing::pairing_key(&shared, &one_time_secret, &transcript);
+    let keys = PairingKeys::derive(&shared, &one_time_secret, &transcript);
+    let mac = keys.response_mac(&transcript);
+    assert_eq!(&response.to_bytes()[1 + 16 + 32..], &mac);
+
+    let message = pending
+        .admit_with_nonce(&response, keyring, now, &message_nonce)
+        .unwrap();
+    let opened = acceptance.open(&message, now).unwrap();
+    assert_eq!(opened.to_bytes().as_slice(), keyring.to_bytes().as_slice());
+
+    // Tampered copies, each with a valid checksum so that the check behind
+    // it is the one that fails.
+    let mut swapped = response.to_bytes();
+    swapped[1 + 16..1 + 16 + 32].copy_from_slice(&EphemeralKey::from_bytes(&secret(0x50)).public());
+    let mut low_order = response.to_bytes();
+    low_order[1 + 16..1 + 16 + 32].fill(0);
+    let mut flipped = message.as_bytes().to_vec();
+    flipped[40] ^= 0x01;
+    let mut typo: Vec<char> = invite_text.chars().collect();
+    let at = typo.len() - 10;
+    typo[at] = if typo[at] == 'X' { 'Y' } else { 'X' };
+    let typo: String = typo.into_iter().collect();
+
+    let admit_error = |bytes: &[u8]| {
+        let pending = PendingInvite::from_parts(
+            keyring.store_id(),
+            invite_id,
+            EphemeralKey::from_bytes(&inviter_secret),
+            one_time_secret.duplicate(),
+            expires,
+        );
+        let tampered = Response::from_bytes(bytes).unwrap();
+        match pending.admit_with_nonce(&tampered, keyring, now, &message_nonce) {
+            Err(Error::PairingRejected { .. }) => "pairing_rejected",
+            Err(Error::Invalid { .. }) => "non_contributory",
+            other => panic!("tampered response: unexpected result {other:?}"),
+        }
+    };
+    let open_error = match acceptance.open(&PairingMessage::from_bytes(&flipped).unwrap(), now) {
+        Err(Error::AuthenticationFailed { .. }) => "authentication_failed",
+        other => panic!(
+            "tampered message: unexpected result {:?}",
+            other.map(|_| ())
+        ),
+    };
+    assert!(matches!(
+        pairing::Invite::parse(&typo),
+        Err(Error::Checksum { .. })
+    ));
+    let tampered = json!([
+        {"name": "joiner public key swapped", "response": RESPONSE_FORM.encode(&swapped).as_str(),
+         "error": admit_error(&swapped)},
+        {"name": "joiner public key of low order", "response": RESPONSE_FORM.encode(&low_order).as_str(),
+         "error": admit_error(&low_order)},
+        {"name": "message ciphertext bit flipped", "message": MESSAGE_FORM.encode(&flipped).as_str(),
+         "error": open_error},
+        {"name": "invite code mistyped", "invite": typo, "error": "checksum"},
+    ]);
+    // The text forms decode to the payloads the checker rebuilds.
+    assert_eq!(
+        INVITE_FORM.decode(&invite_text).unwrap().len(),
+        1 + 16 + 16 + 32 + 32 + 8
+    );
+
+    json!({
+        "store_id": hex(keyring.store_id().as_bytes()),
+        "invite_id": hex(invite_id.as_bytes()),
+        "expires": expires,
+        "now": now,
+        "inviter_secret": hex(inviter_secret.as_ref()),
+        "inviter_public": hex(&inviter_public),
+        "joiner_secret": hex(joiner_secret.as_ref()),
+        "joiner_public": hex(&joiner_public),
+        "one_time_secret": hex(one_time_secret.expose()),
+        "shared_secret": hex(shared.expose()),
+        "pairing_key": hex(pairing_key.expose()),
+        "confirm_key": hex(keys.confirm.expose()),
+        "message_key": hex(keys.message.expose()),
+        "response_mac": hex(&mac),
+        "message_nonce": hex(&message_nonce),
+        "invite": invite_text.as_str(),
+        "response": response_text,
+        "message": message.to_text(),
+        "tampered": tampered,
     })
 }
 

@@ -261,9 +261,164 @@ BEGIN
 END;
 $$;
 
+-- The pairing mailbox. A device that accepted an invite posts its response
+-- here, the inviting device picks it up at its next sync and posts the
+-- keyring message, and the new device picks that up, which deletes the row.
+-- Both are opaque bytes: the response contains an invite id, a one-time X25519
+-- public key and a MAC, and the message is AES-256-GCM ciphertext under a
+-- key derived from a secret the server never sees. The invite id (128
+-- random bits that only the two devices know) is the capability to use a
+-- mailbox, so these functions take no write token and say nothing about
+-- which store an invite belongs to. Rows past their expiry are deleted by
+-- every call.
+CREATE TABLE persist.pairing_mailbox (
+    invite_id bytea PRIMARY KEY CHECK (length(invite_id) = 16),
+    response bytea NOT NULL CHECK (length(response) = 81),
+    message bytea CHECK (length(message) BETWEEN 45 AND 65536),
+    expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+REVOKE ALL ON persist.pairing_mailbox FROM PUBLIC;
+
+CREATE FUNCTION persist.pairing_check_invite_id(p_invite_id bytea)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, persist
+AS $$
+BEGIN
+    IF p_invite_id IS NULL OR length(p_invite_id) <> 16 THEN
+        RAISE EXCEPTION 'persist pairing: invite id must be 16 bytes, got %',
+            coalesce(length(p_invite_id)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
+-- Posts a response to an invite. p_expires is the invite's expiry in Unix
+-- seconds; the row lives until then, and at most one day.
+CREATE FUNCTION persist.pairing_post_response(p_invite_id bytea, p_response bytea, p_expires bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+DECLARE
+    expires timestamptz;
+BEGIN
+    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    IF p_response IS NULL OR length(p_response) <> 81 THEN
+        RAISE EXCEPTION 'persist pairing: a response must be 81 bytes, got %',
+            coalesce(length(p_response)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM persist.pairing_mailbox WHERE expires_at <= now();
+    expires := least(to_timestamp(coalesce(p_expires, 0)), now() + interval '1 day');
+    IF expires <= now() THEN
+        RAISE EXCEPTION 'persist pairing: the invite expired at %', to_timestamp(coalesce(p_expires, 0))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO persist.pairing_mailbox (invite_id, response, expires_at)
+    VALUES (p_invite_id, p_response, expires)
+    ON CONFLICT (invite_id) DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'persist pairing: the mailbox already holds a response to this invite; an invite admits one device, so ask for a new invite'
+            USING ERRCODE = 'unique_violation';
+    END IF;
+END;
+$$;
+
+-- Returns the response waiting for the inviting device, or NULL.
+CREATE FUNCTION persist.pairing_get_response(p_invite_id bytea)
+RETURNS bytea
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+BEGIN
+    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    DELETE FROM persist.pairing_mailbox WHERE expires_at <= now();
+    RETURN (SELECT m.response FROM persist.pairing_mailbox m
+            WHERE m.invite_id = p_invite_id AND m.message IS NULL);
+END;
+$$;
+
+-- Posts the keyring message for an invite whose response is waiting.
+CREATE FUNCTION persist.pairing_post_message(p_invite_id bytea, p_message bytea)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+BEGIN
+    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    IF p_message IS NULL OR length(p_message) NOT BETWEEN 45 AND 65536 THEN
+        RAISE EXCEPTION 'persist pairing: a keyring message must be 45 to 65536 bytes, got %',
+            coalesce(length(p_message)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE persist.pairing_mailbox m SET message = p_message
+    WHERE m.invite_id = p_invite_id AND m.message IS NULL AND m.expires_at > now();
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'persist pairing: the mailbox holds no response waiting for a message for this invite'
+            USING ERRCODE = 'no_data_found';
+    END IF;
+END;
+$$;
+
+-- Removes a mailbox whose response the inviting device rejected.
+CREATE FUNCTION persist.pairing_discard(p_invite_id bytea)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+BEGIN
+    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    DELETE FROM persist.pairing_mailbox m
+    WHERE m.invite_id = p_invite_id OR m.expires_at <= now();
+END;
+$$;
+
+-- Picks up the keyring message of an invite and deletes the mailbox.
+-- state is 'ready' with the message, 'waiting' while the inviting device
+-- has not posted it, and 'missing' when there is no mailbox (expired,
+-- picked up, discarded or never posted).
+CREATE FUNCTION persist.pairing_take_message(p_invite_id bytea)
+RETURNS TABLE (state text, message bytea)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, persist
+AS $$
+#variable_conflict use_column
+DECLARE
+    taken bytea;
+BEGIN
+    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    DELETE FROM persist.pairing_mailbox m WHERE m.expires_at <= now();
+    DELETE FROM persist.pairing_mailbox m
+    WHERE m.invite_id = p_invite_id AND m.message IS NOT NULL
+    RETURNING m.message INTO taken;
+    IF taken IS NOT NULL THEN
+        RETURN QUERY SELECT 'ready'::text, taken;
+    ELSIF EXISTS (SELECT 1 FROM persist.pairing_mailbox m WHERE m.invite_id = p_invite_id) THEN
+        RETURN QUERY SELECT 'waiting'::text, NULL::bytea;
+    ELSE
+        RETURN QUERY SELECT 'missing'::text, NULL::bytea;
+    END IF;
+END;
+$$;
+
 REVOKE ALL ON FUNCTION persist.sync_authorize(bytea, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.sync_record_seq(bytea, bytea, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.sync_server_id() FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.sync_next_seq(bytea, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.push(bytea, bytea, bytea[], bigint[], bytea[], bytea[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.pull(bytea, bytea, bigint, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.pairing_check_invite_id(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.pairing_post_response(bytea, bytea, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.pairing_get_response(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.pairing_post_message(bytea, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.pairing_discard(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.pairing_take_message(bytea) FROM PUBLIC;

@@ -3,20 +3,20 @@
 //!
 //! | SQLSTATE | name | raised for |
 //! |---|---|---|
-//! | 22004 | `null_value_not_allowed` | a NULL store name or export passphrase |
-//! | 22023 | `invalid_parameter_value` | a bad argument, option, store name, key export or keyfile path |
+//! | 22004 | `null_value_not_allowed` | a NULL store name, export passphrase or pairing response |
+//! | 22023 | `invalid_parameter_value` | a bad argument, option, store name, key export, pairing code or keyfile path; an invite that is used or expired |
 //! | 22P03 | `invalid_binary_representation` | bytes that are not an envelope, or a version this build cannot read |
 //! | 22P05 | `untranslatable_character` | decrypted TEXT with a NUL character |
 //! | 28P01 | `invalid_password` | a wrong passphrase for a key export |
 //! | 40001 | `serialization_failure` | a store created by another session at the same time |
 //! | 42501 | `insufficient_privilege` | a keyfile argument without the right role; a keyfile the server may not read or that other users can access |
-//! | 42704 | `undefined_object` | an envelope under a key the keyring lacks; a store with no keyring copy for this device key |
+//! | 42704 | `undefined_object` | an envelope under a key the keyring lacks; a store with no keyring copy for this device key; an invite this database did not create |
 //! | 42804 | `datatype_mismatch` | an envelope that contains another storage class than the function returns |
 //! | 54000 | `program_limit_exceeded` | an argument over its size limit |
 //! | 55000 | `object_not_in_prerequisite_state` | no store open, or no key source configured |
 //! | 58P01 | `undefined_file` | a missing keyfile that may not be created |
 //! | 58030 | `io_error` | any other keyfile failure: damaged, not a keyfile, cannot be written |
-//! | XX001 | `data_corrupted` | authentication failed, or damaged store metadata |
+//! | XX001 | `data_corrupted` | authentication failed, a pairing response that fails verification, or damaged store metadata |
 //!
 //! Messages name the SQL function and the argument, and never contain key
 //! material, passphrases or plaintext.
@@ -132,9 +132,12 @@ fn sqlstate_of(subject: Subject, error: &persist_core::Error) -> PgSqlErrorCode 
             Subject::KeyExport | Subject::Other => ERRCODE_INVALID_PARAMETER_VALUE,
         },
         Error::TooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-        Error::Invalid { .. } | Error::ExportChecksum | Error::PassphraseRequired => {
-            ERRCODE_INVALID_PARAMETER_VALUE
-        }
+        Error::Invalid { .. }
+        | Error::ExportChecksum
+        | Error::PassphraseRequired
+        | Error::Checksum { .. }
+        | Error::InviteExpired { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+        Error::PairingRejected { .. } => ERRCODE_DATA_CORRUPTED,
         Error::Keyfile { path, .. } => keyfile_sqlstate(path),
         Error::DeviceKeyNotFound { .. } => ERRCODE_UNDEFINED_FILE,
         Error::WrongPassphrase => ERRCODE_INVALID_PASSWORD,

@@ -3,7 +3,8 @@
 //! `CREATE EXTENSION persist` creates the schema `persist` with
 //!
 //! - the device role: `persist.init`, `persist.encrypt`, the four decrypt
-//!   functions, `persist.export`, `persist.status` and `persist.close`. They
+//!   functions, `persist.export`, `persist.status`, `persist.close`, and
+//!   `persist.invite` and `persist.admit` to pair a new device. They
 //!   seal and open values byte for byte like the SQLite extension's
 //!   `persist_*` functions. The tables `persist.stores` and
 //!   `persist.keyslots` contain each store's keyring sealed under a device
@@ -23,6 +24,7 @@
 //! | [`store`] | `persist.init`: keyfiles, key import, the metadata tables |
 //! | [`keyfile`] | the `persist.keyfile` setting and the checks on keyfile paths |
 //! | [`functions`] | encrypt, decrypt, export and status |
+//! | [`pairing`] | invite and admit: the inviting side of device pairing |
 //! | [`session`] | the backend's open store and when its keys are dropped |
 //! | [`options`] | the JSON options of `persist.init` |
 //! | [`error`] | errors and their SQLSTATEs |
@@ -37,6 +39,7 @@ pub mod fdw;
 pub mod functions;
 pub mod keyfile;
 pub mod options;
+pub mod pairing;
 pub mod session;
 pub mod store;
 
@@ -89,7 +92,20 @@ CREATE TABLE persist.keyslots (
 COMMENT ON TABLE persist.keyslots IS
     'Each store''s keyring, sealed (AES-256-GCM) under each device key that has opened it. Useless without the keyfile.';
 
-REVOKE ALL ON persist.stores, persist.keyslots FROM PUBLIC;
+-- Invites this database created: the one-time X25519 secret sealed under
+-- the device key until the invite is used or expires. Not dumped, because
+-- an invite lives one day at most.
+CREATE TABLE persist.pairing_invites (
+    invite_id bytea PRIMARY KEY CHECK (length(invite_id) = 16),
+    store_name text NOT NULL REFERENCES persist.stores (name),
+    sealed bytea,
+    expires bigint NOT NULL,
+    used bigint
+);
+COMMENT ON TABLE persist.pairing_invites IS
+    'Pending and used pairing invites; each secret is sealed (AES-256-GCM) under the device key and deleted when the invite is used or expires.';
+
+REVOKE ALL ON persist.stores, persist.keyslots, persist.pairing_invites FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('persist.stores', '');
 SELECT pg_catalog.pg_extension_config_dump('persist.keyslots', '');
 "#,
@@ -262,6 +278,21 @@ SELECT pg_catalog.pg_extension_config_dump('persist.keyslots', '');
     #[pg_extern(volatile, parallel_restricted)]
     fn close() -> bool {
         crate::session::close()
+    }
+
+    /// Creates an invite to the open store and returns the invite code.
+    /// PARALLEL UNSAFE because it writes `persist.pairing_invites`.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn invite(options: default!(Option<&str>, "NULL")) -> String {
+        crate::pairing::invite(options).or_report()
+    }
+
+    /// Checks a new device's response to an invite and returns the keyring
+    /// message code. PARALLEL UNSAFE because it writes
+    /// `persist.pairing_invites`.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn admit(response: Option<&str>) -> String {
+        crate::pairing::admit(response).or_report()
     }
 }
 

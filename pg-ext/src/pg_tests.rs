@@ -224,6 +224,8 @@ mod tests {
             ("persist.export(text)", "v", false, "r"),
             ("persist.status()", "v", true, "r"),
             ("persist.close()", "v", true, "r"),
+            ("persist.invite(text)", "v", false, "u"),
+            ("persist.admit(text)", "v", false, "u"),
             // Encrypted tables: the wrapper's handler and validator, and the
             // event trigger function, which Postgres calls itself.
             ("persist.fdw_handler()", "v", true, "u"),
@@ -264,9 +266,111 @@ mod tests {
             "SELECT count(*) FROM pg_proc WHERE pronamespace = 'persist'::regnamespace \
              AND pronargdefaults = 1",
         );
-        // init, six encrypt overloads and four decrypt functions default
-        // their last argument to NULL; export(text) has no default.
-        assert_eq!(defaults, Some(11), "functions with a default argument");
+        // init, invite, six encrypt overloads and four decrypt functions
+        // default their last argument to NULL; export(text) has no default.
+        assert_eq!(defaults, Some(12), "functions with a default argument");
+    }
+
+    #[pg_test]
+    fn pairing_invite_admit_round_trip() {
+        use persist_core::pairing::{Acceptance, Invite, PairingMessage};
+
+        let dir = TempDir::new();
+        open_new_store(&dir, "app");
+        let store_id = json("SELECT persist.status()")["store_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let code: String = one("SELECT persist.invite('{\"lifetime\": 600}')").unwrap();
+        assert!(code.starts_with("PERSIST-INVITE-1"), "{code}");
+        let sealed_bytes = one::<i32>("SELECT length(sealed) FROM persist.pairing_invites");
+        assert_eq!(sealed_bytes, Some(183), "sealed invite state");
+
+        // The joining side, as an SQLite database runs it with persist_accept.
+        let invite = Invite::parse(&code).unwrap();
+        assert_eq!(invite.store_id().to_string(), store_id);
+        let now = persist_core::clock::wall_clock_ms() / 1000;
+        let (acceptance, response) = Acceptance::accept(&invite, now).unwrap();
+        let message: String = one(&format!(
+            "SELECT persist.admit({})",
+            quote_literal(response.to_text())
+        ))
+        .unwrap();
+        let keyring = acceptance
+            .open(&PairingMessage::parse(&message).unwrap(), now)
+            .unwrap();
+        assert_eq!(keyring.store_id().to_string(), store_id);
+        let state_deleted =
+            one::<bool>("SELECT sealed IS NULL AND used IS NOT NULL FROM persist.pairing_invites");
+        assert_eq!(state_deleted, Some(true));
+
+        expect_error(
+            &format!(
+                "SELECT persist.admit({})",
+                quote_literal(response.to_text())
+            ),
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "was already used",
+        );
+    }
+
+    #[pg_test]
+    fn pairing_rejects_bad_input() {
+        let dir = TempDir::new();
+        open_new_store(&dir, "app");
+        expect_error(
+            "SELECT persist.invite('{\"lifetime\": 59}')",
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "outside the allowed 60 to 86400 seconds",
+        );
+        expect_error(
+            "SELECT persist.invite('{\"ttl\": 60}')",
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "field \"ttl\" is unknown",
+        );
+        expect_error(
+            "SELECT persist.admit(NULL)",
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "argument 1 (response) is NULL",
+        );
+        let code: String = one("SELECT persist.invite()").unwrap();
+        expect_error(
+            &format!("SELECT persist.admit({})", quote_literal(&code)),
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "does not start with PERSIST-RESPONSE-1",
+        );
+
+        // A response to an invite whose time has passed.
+        let invite = persist_core::pairing::Invite::parse(&code).unwrap();
+        let now = persist_core::clock::wall_clock_ms() / 1000;
+        let (_, response) = persist_core::pairing::Acceptance::accept(&invite, now).unwrap();
+        run("UPDATE persist.pairing_invites SET expires = 1");
+        expect_error(
+            &format!(
+                "SELECT persist.admit({})",
+                quote_literal(response.to_text())
+            ),
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "expired at 1 (Unix seconds)",
+        );
+
+        // A forged response: another public key with the same MAC.
+        run("UPDATE persist.pairing_invites SET expires = 4102444800");
+        let mut bytes = response.to_bytes();
+        bytes[20] ^= 0x01;
+        let forged = persist_core::pairing::Response::from_bytes(&bytes).unwrap();
+        expect_error(
+            &format!("SELECT persist.admit({})", quote_literal(forged.to_text())),
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            "failed verification",
+        );
+
+        run("SELECT persist.close()");
+        expect_error(
+            "SELECT persist.invite()",
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "no Persist store is open",
+        );
     }
 
     #[pg_test]

@@ -27,7 +27,8 @@
 #      becomes <hex id>, and a shadow rowid in a message ("row" and 7 or more
 #      digits; rowids are slots derived from random record ids) becomes
 #      row <rowid>, and a random key id after "key" or "key id" becomes
-#      <key id>;
+#      <key id>, and a time in "at 1733356800 (Unix seconds)" (an invite's
+#      expiry) becomes <time>;
 #   4. compares it with sql/regress/sqlite/expected/NAME.out using diff -u.
 #
 # TMP also contains a symbolic link libpersist.so to the extension, so a script
@@ -151,6 +152,7 @@ run_script() {
         -e 's/(^|[^0-9a-f])[0-9a-f]{32}([^0-9a-f]|$)/\1<hex id>\2/g' \
         -e 's/row [0-9]{7,}/row <rowid>/g' \
         -e 's/([Kk]ey( id\)?)?) [0-9]{6,}/\1 <key id>/g' \
+        -e 's/at [0-9]+ \(Unix seconds\)/at <time> (Unix seconds)/g' \
         "$output.raw" >"$output"
     rm -f "$output.raw"
     rm -rf "$work_dir"

@@ -13,6 +13,10 @@
 //! | `persist_retire(key_id)` | direct only | JSON |
 //! | `persist_sync(conninfo)` | direct only | JSON summary |
 //! | `persist_quarantined()` | | JSON list of quarantined records |
+//! | `persist_invite([options])` | direct only | TEXT invite code |
+//! | `persist_accept(store, invite [, options])` | direct only | TEXT response code |
+//! | `persist_admit(response)` | direct only | TEXT keyring message code |
+//! | `persist_join(store, message [, options])` | direct only | JSON report |
 //! | `persist_version()` | deterministic, innocuous | TEXT |
 //!
 //! None that uses a random nonce or the connection's keys is deterministic.
@@ -94,6 +98,22 @@ pub fn register(db: &rusqlite::Connection, conn: &Arc<Connection>) -> rusqlite::
     let state = Arc::clone(conn);
     db.create_scalar_function(c"persist_quarantined", 0, plain, move |_ctx| {
         sql_result(crate::sync::quarantined(state.db).map(SqlValue::Text))
+    })?;
+    let state = Arc::clone(conn);
+    db.create_scalar_function(c"persist_invite", -1, direct, move |ctx| {
+        sql_result(persist_invite(&state, ctx))
+    })?;
+    let state = Arc::clone(conn);
+    db.create_scalar_function(c"persist_accept", -1, direct, move |ctx| {
+        sql_result(persist_accept(&state, ctx))
+    })?;
+    let state = Arc::clone(conn);
+    db.create_scalar_function(c"persist_admit", 1, direct, move |ctx| {
+        sql_result(persist_admit(&state, ctx))
+    })?;
+    let state = Arc::clone(conn);
+    db.create_scalar_function(c"persist_join", -1, direct, move |ctx| {
+        sql_result(persist_join(&state, ctx))
     })?;
     db.create_scalar_function(c"persist_version", 0, pure, |_ctx| {
         Ok(SqlValue::Text(env!("CARGO_PKG_VERSION").to_owned()))
@@ -419,6 +439,118 @@ fn persist_sync(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtErr
         }
     };
     Ok(SqlValue::Text(crate::sync::run(conn, conninfo)?))
+}
+
+/// Reads the optional options argument at `index`: TEXT (a JSON object),
+/// NULL or absent.
+fn options_arg<'a>(
+    ctx: &'a Context<'_>,
+    index: usize,
+    function: &str,
+) -> Result<Option<&'a str>, ExtError> {
+    if ctx.len() <= index {
+        return Ok(None);
+    }
+    match ctx.get_raw(index) {
+        SqlRef::Null => Ok(None),
+        SqlRef::Text(bytes) => {
+            if bytes.len() > MAX_OPTIONS_LEN {
+                return Err(ExtError::usage(format!(
+                    "{function}: argument {} (options) is {} bytes, over the limit of \
+                     {MAX_OPTIONS_LEN} bytes",
+                    index + 1,
+                    bytes.len()
+                )));
+            }
+            std::str::from_utf8(bytes).map(Some).map_err(|_| {
+                ExtError::usage(format!(
+                    "{function}: argument {} (options) is not valid UTF-8",
+                    index + 1
+                ))
+            })
+        }
+        other => Err(wrong_type(
+            function,
+            index + 1,
+            "options",
+            "TEXT (a JSON object) or NULL",
+            other,
+        )),
+    }
+}
+
+fn persist_invite(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtError> {
+    check_arity(
+        ctx,
+        "persist_invite",
+        0,
+        1,
+        "persist_invite([options JSON])",
+    )?;
+    let options = options_arg(ctx, 0, "persist_invite")?;
+    Ok(SqlValue::Text(crate::pairing::invite(conn, options)?))
+}
+
+fn persist_accept(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtError> {
+    const USAGE: &str = "persist_accept(store, invite code [, options JSON])";
+    check_arity(ctx, "persist_accept", 2, 3, USAGE)?;
+    let name = text_arg(ctx, 0, "persist_accept", "store")?;
+    let invite = match ctx.get_raw(1) {
+        SqlRef::Text(_) => text_arg(ctx, 1, "persist_accept", "invite")?,
+        other => {
+            return Err(wrong_type(
+                "persist_accept",
+                2,
+                "invite",
+                "TEXT, an invite code PERSIST-INVITE-1... from persist_invite()",
+                other,
+            ));
+        }
+    };
+    let options = options_arg(ctx, 2, "persist_accept")?;
+    Ok(SqlValue::Text(crate::pairing::accept(
+        conn, name, invite, options,
+    )?))
+}
+
+fn persist_admit(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtError> {
+    let response = match ctx.get_raw(0) {
+        SqlRef::Text(_) => text_arg(ctx, 0, "persist_admit", "response")?,
+        other => {
+            return Err(wrong_type(
+                "persist_admit",
+                1,
+                "response",
+                "TEXT, a response code PERSIST-RESPONSE-1... from persist_accept()",
+                other,
+            ));
+        }
+    };
+    Ok(SqlValue::Text(crate::pairing::admit(conn, response)?))
+}
+
+fn persist_join(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtError> {
+    const USAGE: &str = "persist_join(store, keyring message or NULL [, options JSON])";
+    check_arity(ctx, "persist_join", 2, 3, USAGE)?;
+    let name = text_arg(ctx, 0, "persist_join", "store")?;
+    let message = match ctx.get_raw(1) {
+        SqlRef::Null => None,
+        SqlRef::Text(_) => Some(text_arg(ctx, 1, "persist_join", "message")?),
+        other => {
+            return Err(wrong_type(
+                "persist_join",
+                2,
+                "message",
+                "TEXT, a keyring message PERSIST-KEYRING-1... from persist_admit(), or NULL \
+                 with a server in the options",
+                other,
+            ));
+        }
+    };
+    let options = options_arg(ctx, 2, "persist_join")?;
+    Ok(SqlValue::Text(crate::pairing::join(
+        conn, name, message, options,
+    )?))
 }
 
 fn persist_status(conn: &Connection) -> Result<SqlValue, ExtError> {

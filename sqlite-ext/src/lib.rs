@@ -20,6 +20,7 @@ mod api;
 pub mod db;
 pub mod error;
 pub mod functions;
+pub mod pairing;
 pub mod rotation;
 pub mod state;
 pub mod store;

@@ -40,27 +40,52 @@ pub struct InitOptions {
     pub max_drift_ms: u64,
 }
 
-const OPTION_NAMES: &str = "keyfile, keychain, key, passphrase, max_drift_ms, clock_offset_ms";
+/// The options every function that opens or creates a store takes.
+const DEVICE_OPTION_NAMES: [&str; 4] = ["keyfile", "keychain", "max_drift_ms", "clock_offset_ms"];
 
 impl InitOptions {
-    /// Parses the options object.
+    /// Parses the options object of `persist_init`.
     ///
     /// # Errors
     ///
     /// [`ExtError::Usage`] naming the option that is unknown or has the wrong
     /// type. Values of `key` and `passphrase` never appear in a message.
     pub fn parse(text: &str) -> Result<Self, ExtError> {
-        let fail = |reason: String| ExtError::usage(format!("persist_init: options {reason}"));
+        let (options, _) = Self::parse_for("persist_init", text, true, &[])?;
+        Ok(options)
+    }
+
+    /// Parses the options object of `function`: the device key options, the
+    /// key import options when `allow_key` is set, and the fields named in
+    /// `extra`, which are returned unparsed for the caller to check.
+    ///
+    /// # Errors
+    ///
+    /// As [`InitOptions::parse`].
+    pub fn parse_for(
+        function: &str,
+        text: &str,
+        allow_key: bool,
+        extra: &[&str],
+    ) -> Result<(Self, Vec<(String, Json)>), ExtError> {
+        let fail = |reason: String| ExtError::usage(format!("{function}: options {reason}"));
         let UniqueObject(map) = serde_json::from_str(text).map_err(|err| {
             fail(format!(
                 "are not valid: {err}; expected a JSON object such as \
                  {{\"keyfile\": \"/path/to/store.key\"}}"
             ))
         })?;
+        let mut known: Vec<&str> = DEVICE_OPTION_NAMES[..2].to_vec();
+        if allow_key {
+            known.extend(["key", "passphrase"]);
+        }
+        known.extend(&DEVICE_OPTION_NAMES[2..]);
+        known.extend(extra);
         let mut options = Self {
             max_drift_ms: DEFAULT_MAX_DRIFT_MS,
             ..Self::default()
         };
+        let mut extra_fields = Vec::new();
         for (name, value) in map {
             let expect = |kind: &str| fail(format!("field {name:?} must be {kind}"));
             match name.as_str() {
@@ -77,13 +102,13 @@ impl InitOptions {
                     options.keychain =
                         Some(value.as_bool().ok_or_else(|| expect("true or false"))?);
                 }
-                "key" => {
+                "key" if allow_key => {
                     let key = value
                         .as_str()
                         .ok_or_else(|| expect("a string (an exported key)"))?;
                     options.key = Some(zeroize::Zeroizing::new(key.to_owned()));
                 }
-                "passphrase" => {
+                "passphrase" if allow_key => {
                     let passphrase = value.as_str().ok_or_else(|| expect("a string"))?;
                     options.passphrase = Some(Passphrase::new(passphrase));
                 }
@@ -95,9 +120,11 @@ impl InitOptions {
                 "clock_offset_ms" => {
                     options.clock_offset_ms = value.as_i64().ok_or_else(|| expect("an integer"))?;
                 }
+                other if extra.contains(&other) => extra_fields.push((name, value)),
                 _ => {
                     return Err(fail(format!(
-                        "field {name:?} is unknown; expected one of {OPTION_NAMES}"
+                        "field {name:?} is unknown; expected one of {}",
+                        known.join(", ")
                     )));
                 }
             }
@@ -112,10 +139,11 @@ impl InitOptions {
                 "give a passphrase without a key; the passphrase only opens an exported key".into(),
             ));
         }
-        Ok(options)
+        Ok((options, extra_fields))
     }
 
-    fn key_source(&self) -> KeySource {
+    /// Returns where to look for the device key, and to create it.
+    pub fn key_source(&self) -> KeySource {
         match (&self.keyfile, self.keychain) {
             (Some(path), _) => KeySource::Keyfile(path.clone()),
             (None, Some(false)) => KeySource::NoKeychain,
@@ -395,6 +423,58 @@ impl InitReport {
         })
         .to_string()
     }
+}
+
+/// Returns the name of the store the database holds, or `None` when it
+/// holds none.
+///
+/// # Errors
+///
+/// As [`open`] for damaged metadata, and SQLite's errors.
+pub fn stored_name(db: Db) -> Result<Option<String>, ExtError> {
+    Ok(read_meta(db)?.map(|meta| meta.name))
+}
+
+/// Creates the store `name` from a keyring another device sent, runs
+/// `finish` in the same savepoint, and installs the store on the connection.
+/// Returns the report that `persist_init` would.
+///
+/// # Errors
+///
+/// A usage error inside a transaction or when the database already holds a
+/// store, and as [`open`].
+pub fn create_from_keyring(
+    conn: &crate::state::Connection,
+    function: &str,
+    name: &str,
+    keyring: Keyring,
+    options: &InitOptions,
+    finish: impl FnOnce(Db) -> Result<(), ExtError>,
+) -> Result<String, ExtError> {
+    let db = conn.db;
+    if db.in_transaction() {
+        return Err(ExtError::usage(format!(
+            "{function}: creating store {name:?} inside a transaction is not allowed, because a \
+             rollback would discard the keys this connection goes on using; call {function} \
+             outside BEGIN ... COMMIT"
+        )));
+    }
+    if let Some(existing) = stored_name(db)? {
+        return Err(ExtError::usage(format!(
+            "{function}: this database already holds store {existing:?}; a database holds one \
+             store, so join in a database without one (a new file)"
+        )));
+    }
+    let source = options.key_source();
+    let (store, report) = with_savepoint(db, function, || {
+        let created = create(db, name, &source, Some(keyring), options)?;
+        finish(db)?;
+        Ok(created)
+    })?;
+    crate::sync::create_tables(db)?;
+    let json = report.to_json(&store);
+    conn.set_store(Some(Arc::new(store)));
+    Ok(json)
 }
 
 /// Reads the metadata, or `None` when the database has no store.

@@ -162,6 +162,10 @@ class FunctionListTest(PersistTestCase):
         ("persist_export", -1, DIRECTONLY),
         ("persist_init", -1, DIRECTONLY),
         ("persist_quarantined", 0, 0),
+        ("persist_accept", -1, DIRECTONLY),
+        ("persist_admit", 1, DIRECTONLY),
+        ("persist_invite", -1, DIRECTONLY),
+        ("persist_join", -1, DIRECTONLY),
         ("persist_reencrypt", -1, DIRECTONLY),
         ("persist_retire", 1, DIRECTONLY),
         ("persist_rotate", 0, DIRECTONLY),
@@ -216,6 +220,10 @@ class FunctionListTest(PersistTestCase):
             "persist_rotate",
             "persist_reencrypt",
             "persist_retire",
+            "persist_invite",
+            "persist_accept",
+            "persist_admit",
+            "persist_join",
         ):
             with self.subTest(name):
                 self.assertEqual(flags[name] & DIRECTONLY, DIRECTONLY)
@@ -994,6 +1002,47 @@ SCAN_SCRIPT = textwrap.dedent(
     }))
     """
 )
+
+
+class PairingTest(PersistTestCase):
+    """The offline pairing flow through the Python driver, with bound codes."""
+
+    def pair(self):
+        """Pair b.db to the store of test.db and return both connections."""
+        a, report = self.open_store()
+        b = self.connect("b.db")
+        b_options = json.dumps({"keyfile": self.path("b.key")})
+        invite = a.execute("SELECT persist_invite('{\"lifetime\": 300}')").fetchone()[0]
+        response = b.execute("SELECT persist_accept('test', ?, ?)", (invite, b_options)).fetchone()[0]
+        message = a.execute("SELECT persist_admit(?)", (response,)).fetchone()[0]
+        joined = b.execute("SELECT persist_join('test', ?, ?)", (message, b_options)).fetchone()[0]
+        return a, b, report, json.loads(joined), response
+
+    def test_offline_flow_shares_the_store(self):
+        a, b, report, joined, _ = self.pair()
+        self.assertEqual(joined["store_id"], report["store_id"])
+        self.assertTrue(joined["created"])
+        self.assertNotEqual(joined["device_id"], report["device_id"])
+        envelope = b.execute("SELECT persist_encrypt('from b', 'ctx')").fetchone()[0]
+        opened = a.execute("SELECT persist_decrypt(?, 'ctx')", (envelope,)).fetchone()[0]
+        self.assertEqual(opened, "from b")
+
+    def test_reused_response_is_rejected(self):
+        a, _, _, _, response = self.pair()
+        with self.assertRaises(sqlite3.OperationalError) as caught:
+            a.execute("SELECT persist_admit(?)", (response,)).fetchone()
+        self.assertIn("was already used", str(caught.exception))
+
+    def test_wrong_code_kind_names_the_prefix(self):
+        a, _ = self.open_store()
+        invite = a.execute("SELECT persist_invite()").fetchone()[0]
+        with self.assertRaises(sqlite3.OperationalError) as caught:
+            a.execute("SELECT persist_admit(?)", (invite,)).fetchone()
+        self.assertEqual(
+            str(caught.exception),
+            "persist_admit: argument 1 (response): malformed pairing response: it does not "
+            "start with PERSIST-RESPONSE-1; paste the whole string",
+        )
 
 
 class StreamingMemoryTest(unittest.TestCase):

@@ -6,7 +6,8 @@ associated data and layout from docs/FORMAT.md on top of Python's
 `cryptography` package (AES-256-GCM, HKDF-SHA256, HMAC-SHA256, Argon2id). It
 checks that each committed vector decrypts to the stated plaintext, that
 re-encrypting with the vector's nonce gives the same bytes, and that every
-tampered vector is rejected with the stated kind of error.
+tampered vector is rejected with the stated kind of error. The pairing
+vectors are rebuilt with X25519 from the one-time secrets.
 
 Usage: check_vectors.py [tests/vectors/format-v1.json]
 Needs cryptography >= 44 (for Argon2id); scripts/test installs it in a venv.
@@ -21,7 +22,8 @@ import sys
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -195,12 +197,18 @@ def crockford_decode(text: str) -> bytes:
     return bytes(out)
 
 
-def import_export(text: str, passphrase):
-    prefix = "PERSIST-KEY-1"
-    assert text.upper().startswith(prefix)
+def decode_text(text: str, prefix: str) -> bytes:
+    """Decode a prefixed Crockford base32 code and check its checksum."""
+    assert text.upper().startswith(prefix), f"no prefix {prefix}"
     payload = crockford_decode(text[len(prefix) :])
     body, checksum = payload[:-4], payload[-4:]
-    assert hashlib.sha256(body).digest()[:4] == checksum, "export checksum"
+    if hashlib.sha256(body).digest()[:4] != checksum:
+        raise FormatError("checksum", f"{prefix} checksum")
+    return body
+
+
+def import_export(text: str, passphrase):
+    body = decode_text(text, "PERSIST-KEY-1")
     assert body[0] == 1, "export version"
     if body[1] == 0:
         return body[2:]
@@ -211,6 +219,118 @@ def import_export(text: str, passphrase):
         passphrase.encode("utf-8")
     )
     return AESGCM(key).decrypt(nonce, body[42:], body[:30])
+
+
+def x25519_public(secret: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+
+
+def x25519(secret: bytes, peer: bytes) -> bytes:
+    """X25519 that rejects a low-order peer key, whose shared secret is zero."""
+    try:
+        shared = X25519PrivateKey.from_private_bytes(secret).exchange(X25519PublicKey.from_public_bytes(peer))
+    except ValueError:
+        raise FormatError("non_contributory", "all-zero shared secret") from None
+    if shared == bytes(32):
+        raise FormatError("non_contributory", "all-zero shared secret")
+    return shared
+
+
+def pairing_keys(shared: bytes, one_time: bytes, transcript: bytes):
+    pairing_key = hkdf(shared, one_time, lp(b"persist v1 pairing key") + transcript)
+    confirm_key = hkdf(pairing_key, b"", lp(b"persist v1 pairing confirm key"))
+    message_key = hkdf(pairing_key, b"", lp(b"persist v1 pairing message key"))
+    return pairing_key, confirm_key, message_key
+
+
+def admit(case, invite: dict, response_text: str) -> bytes:
+    """Check a response as the inviter does and return the message key."""
+    body = decode_text(response_text, "PERSIST-RESPONSE-1")
+    assert len(body) == 81, "response length"
+    assert body[0] == 1, "response version"
+    assert body[1:17] == invite["invite_id"], "response invite id"
+    joiner_public, mac = body[17:49], body[49:81]
+    inviter_secret = bytes.fromhex(case["inviter_secret"])
+    shared = x25519(inviter_secret, joiner_public)
+    transcript = b"\x01" + invite["store_id"] + invite["invite_id"] + invite["inviter_public"] + joiner_public
+    _, confirm_key, message_key = pairing_keys(shared, invite["one_time_secret"], transcript)
+    expected = hmac.new(confirm_key, lp(b"persist v1 pairing response") + transcript, hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, mac):
+        raise FormatError("pairing_rejected", "confirmation MAC")
+    return message_key
+
+
+def open_message(invite: dict, message_key: bytes, text: str) -> bytes:
+    body = decode_text(text, "PERSIST-KEYRING-1")
+    assert body[0] == 1, "message version"
+    assert body[1:17] == invite["invite_id"], "message invite id"
+    aad = lp(b"persist v1 pairing message") + b"\x01" + invite["store_id"] + invite["invite_id"]
+    try:
+        return AESGCM(message_key).decrypt(body[17:29], body[29:], aad)
+    except InvalidTag:
+        raise FormatError("authentication_failed", "pairing message") from None
+
+
+def check_pairing(case: dict, serialized: bytes) -> int:
+    checked = 0
+    body = decode_text(case["invite"], "PERSIST-INVITE-1")
+    assert len(body) == 105, "invite length"
+    assert body[0] == 1, "invite version"
+    invite = {
+        "store_id": body[1:17],
+        "invite_id": body[17:33],
+        "inviter_public": body[33:65],
+        "one_time_secret": body[65:97],
+        "expires": struct.unpack(">Q", body[97:105])[0],
+    }
+    assert invite["store_id"].hex() == case["store_id"]
+    assert invite["invite_id"].hex() == case["invite_id"]
+    assert invite["one_time_secret"].hex() == case["one_time_secret"]
+    assert invite["expires"] == case["expires"]
+    assert invite["inviter_public"] == x25519_public(bytes.fromhex(case["inviter_secret"]))
+    assert invite["inviter_public"].hex() == case["inviter_public"]
+    joiner_public = x25519_public(bytes.fromhex(case["joiner_secret"]))
+    assert joiner_public.hex() == case["joiner_public"]
+    checked += 1
+
+    # Both sides get the same shared secret and keys.
+    shared = x25519(bytes.fromhex(case["joiner_secret"]), invite["inviter_public"])
+    assert shared == x25519(bytes.fromhex(case["inviter_secret"]), joiner_public)
+    assert shared.hex() == case["shared_secret"]
+    transcript = b"\x01" + invite["store_id"] + invite["invite_id"] + invite["inviter_public"] + joiner_public
+    pairing_key, confirm_key, message_key = pairing_keys(shared, invite["one_time_secret"], transcript)
+    assert pairing_key.hex() == case["pairing_key"]
+    assert confirm_key.hex() == case["confirm_key"]
+    assert message_key.hex() == case["message_key"]
+    checked += 1
+
+    assert admit(case, invite, case["response"]) == message_key
+    assert decode_text(case["response"], "PERSIST-RESPONSE-1")[49:].hex() == case["response_mac"]
+    checked += 1
+
+    assert open_message(invite, message_key, case["message"]) == serialized
+    aad = lp(b"persist v1 pairing message") + b"\x01" + invite["store_id"] + invite["invite_id"]
+    nonce = bytes.fromhex(case["message_nonce"])
+    resealed = b"\x01" + invite["invite_id"] + nonce + AESGCM(message_key).encrypt(nonce, serialized, aad)
+    assert resealed == decode_text(case["message"], "PERSIST-KEYRING-1"), "message reseal"
+    checked += 1
+
+    for tampered in case["tampered"]:
+        try:
+            if "response" in tampered:
+                admit(case, invite, tampered["response"])
+            elif "message" in tampered:
+                open_message(invite, message_key, tampered["message"])
+            else:
+                decode_text(tampered["invite"], "PERSIST-INVITE-1")
+        except FormatError as err:
+            assert err.kind == tampered["error"], f"{tampered['name']}: got {err.kind}, expected {tampered['error']}"
+        else:
+            raise AssertionError(f"tampered pairing vector {tampered['name']!r} was accepted")
+        checked += 1
+    return checked
 
 
 def check(vectors: dict) -> int:
@@ -298,6 +418,8 @@ def check(vectors: dict) -> int:
     for case in vectors["padding_buckets"]:
         assert padme(case["length"]) == case["bucket"], case
         checked += 1
+
+    checked += check_pairing(vectors["pairing"], serialized)
     return checked
 
 

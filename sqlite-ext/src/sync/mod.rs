@@ -16,6 +16,9 @@
 //!   server replayed or rolled it back; it is quarantined too. A record of a
 //!   table this device has not created waits, encrypted, in `persist_inbox`
 //!   until the table is created.
+//! - Pairing: responses to this device's invites that wait in the server's
+//!   mailbox are admitted, and the keyring message is posted for the new
+//!   device ([`crate::pairing::admit_from_mailbox`]).
 //! - Applied records are stored as already pushed, so they are not echoed
 //!   back. All local changes of one call run in the caller's transaction:
 //!   an interrupted sync leaves the database as it was, and the next call
@@ -23,6 +26,7 @@
 //!   apply the same versions idempotently.
 
 pub mod conninfo;
+pub mod mailbox;
 mod tls;
 
 use std::collections::HashMap;
@@ -62,6 +66,8 @@ struct Summary {
     keyring_published: bool,
     keyring_updates: u64,
     full_push: bool,
+    /// Counts and errors of admitting pairing responses from the mailbox.
+    invites: crate::pairing::Admitted,
     /// Records whose push the server rejected because it had a newer
     /// version; pulling that version resolves a conflict.
     rejected: std::collections::HashSet<RecordId>,
@@ -110,7 +116,7 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
     let store = conn.store()?;
     let db = conn.db;
     let info = ConnInfo::parse(conninfo)?;
-    let mut client = connect(&info)?;
+    let mut client = connect("persist_sync", &info)?;
     create_tables(db)?;
 
     let server: String =
@@ -170,6 +176,10 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
             let store = conn.store()?;
             retry_quarantine(db, &store, &conn.counters, &shadows, &mut summary)?;
         }
+        // The newest keyring, with any keys this sync received, goes to
+        // the new devices.
+        let store = conn.store()?;
+        summary.invites = crate::pairing::admit_from_mailbox(&mut client, db, &store)?;
         Ok(())
     })?;
 
@@ -187,6 +197,9 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
         "full_push": summary.full_push,
         "keyring_published": summary.keyring_published,
         "keyring_updates": summary.keyring_updates,
+        "invites_admitted": summary.invites.admitted,
+        "invites_rejected": summary.invites.rejected,
+        "pairing_errors": summary.invites.errors,
         "cursor": summary.cursor,
     })
     .to_string())
@@ -216,7 +229,7 @@ fn server_has_cursor(
 /// Describes a client error with its causes, which the top-level message of
 /// tokio-postgres leaves out (such as the TLS error behind "error performing
 /// TLS handshake", or the server's message behind "db error").
-fn describe(err: &postgres::Error) -> String {
+pub(crate) fn describe(err: &postgres::Error) -> String {
     if let Some(db) = err.as_db_error() {
         return db.message().to_owned();
     }
@@ -230,10 +243,16 @@ fn describe(err: &postgres::Error) -> String {
     text
 }
 
-fn connect(info: &ConnInfo) -> Result<postgres::Client, ExtError> {
+/// Connects to the sync server for `function`, which names the SQL
+/// function in errors.
+///
+/// # Errors
+///
+/// A usage error naming `function` when the server cannot be reached.
+pub(crate) fn connect(function: &str, info: &ConnInfo) -> Result<postgres::Client, ExtError> {
     let fail = |err: postgres::Error| {
         ExtError::usage(format!(
-            "persist_sync: cannot connect to the sync server: {}",
+            "{function}: cannot connect to the sync server: {}",
             describe(&err)
         ))
     };

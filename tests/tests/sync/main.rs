@@ -19,6 +19,7 @@ mod convergence;
 mod inbox;
 mod interruption;
 mod model;
+mod pairing;
 mod property;
 mod restore;
 mod tampering;

@@ -1,0 +1,666 @@
+//! Device pairing in SQL: `persist_invite`, `persist_accept`, `persist_admit`
+//! and `persist_join`.
+//!
+//! The device that has the store (the inviter) creates an invite. A database
+//! without a store (the joiner) accepts it and returns a response. The
+//! inviter admits the response and returns the keyring message, from which
+//! the joiner creates the store. Response and message travel by hand (the text
+//! codes) or through the sync server's mailbox ([`crate::sync::mailbox`]).
+//!
+//! Pending state lives in `persist_pairing`, one row per invite:
+//!
+//! - on the inviter, the invite and its one-time X25519 secret, sealed
+//!   under the device key; once used, the sealed state is deleted and the
+//!   row is kept until the expiry time so that a second use gets a clear
+//!   error;
+//! - on the joiner, the key that will open the message, sealed under the
+//!   device key of the store name being joined, until the store is created.
+//!
+//! Every pairing call and sync deletes the sealed state of rows past their
+//! expiry time, and the rows themselves a day later, so that until then
+//! a late use gets "expired" rather than "not found".
+
+use persist_core::device_key::{self, DeviceKey};
+use persist_core::pairing::{
+    self, Acceptance, DEFAULT_LIFETIME_SECS, Invite, PairingMessage, PendingInvite, Response,
+};
+use persist_core::{InviteId, Keyring};
+use serde_json::Value as Json;
+
+use crate::db::{Db, Step};
+use crate::error::{CoreContext, ExtError};
+use crate::state::{Connection, OpenStore};
+use crate::store::{self, InitOptions, now_seconds, with_savepoint};
+use crate::sync::conninfo::ConnInfo;
+use crate::sync::mailbox::{self, Pickup};
+
+/// Role of a row of `persist_pairing`: this database created the invite.
+const INVITER: &str = "inviter";
+
+/// Role of a row of `persist_pairing`: this database accepted the invite.
+const JOINER: &str = "joiner";
+
+/// Creates `persist_pairing` if it does not exist, deletes the sealed state
+/// of rows past their expiry time, and deletes rows that expired more than
+/// [`EXPIRED_ROW_KEPT_SECS`] ago.
+///
+/// # Errors
+///
+/// SQLite's errors.
+pub fn prepare_table(db: Db, now: u64) -> Result<(), ExtError> {
+    db.exec(
+        "CREATE TABLE IF NOT EXISTS persist_pairing(
+             invite_id BLOB PRIMARY KEY NOT NULL,
+             role TEXT NOT NULL CHECK (role IN ('inviter', 'joiner')),
+             store TEXT NOT NULL,
+             sealed BLOB,
+             expires INTEGER NOT NULL,
+             used INTEGER)",
+    )?;
+    let mut wipe = db.prepare(
+        "UPDATE persist_pairing SET sealed = NULL WHERE expires <= ?1 AND sealed IS NOT NULL",
+    )?;
+    wipe.bind_i64(1, to_sql_time(now))?;
+    wipe.execute()?;
+    let mut delete = db.prepare("DELETE FROM persist_pairing WHERE expires <= ?1")?;
+    delete.bind_i64(1, to_sql_time(now.saturating_sub(EXPIRED_ROW_KEPT_SECS)))?;
+    delete.execute()
+}
+
+/// How long a row outlives its expiry time, without its sealed state.
+const EXPIRED_ROW_KEPT_SECS: u64 = 86_400;
+
+fn expired(function: &str, invite_id: InviteId, expires: u64) -> ExtError {
+    ExtError::core(
+        function,
+        persist_core::Error::InviteExpired { invite_id, expires },
+    )
+}
+
+fn to_sql_time(seconds: u64) -> i64 {
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+/// One row of `persist_pairing`.
+struct Row {
+    role: String,
+    store: String,
+    sealed: Option<Vec<u8>>,
+    expires: u64,
+    used: Option<i64>,
+}
+
+fn read_row(db: Db, invite_id: InviteId) -> Result<Option<Row>, ExtError> {
+    let mut select = db.prepare(
+        "SELECT role, store, sealed, expires, used FROM persist_pairing WHERE invite_id = ?1",
+    )?;
+    select.bind_blob(1, invite_id.as_bytes())?;
+    if select.step()? != Step::Row {
+        return Ok(None);
+    }
+    Ok(Some(Row {
+        role: select.column_text(0),
+        store: select.column_text(1),
+        sealed: (!select.column_is_null(2)).then(|| select.column_blob(2)),
+        expires: u64::try_from(select.column_i64(3)).unwrap_or(0),
+        used: (!select.column_is_null(4)).then(|| select.column_i64(4)),
+    }))
+}
+
+fn insert_row(
+    db: Db,
+    invite_id: InviteId,
+    role: &str,
+    store: &str,
+    sealed: &[u8],
+    expires: u64,
+) -> Result<(), ExtError> {
+    let mut insert = db.prepare(
+        "INSERT INTO persist_pairing(invite_id, role, store, sealed, expires, used)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+    )?;
+    insert.bind_blob(1, invite_id.as_bytes())?;
+    insert.bind_text(2, role)?;
+    insert.bind_text(3, store)?;
+    insert.bind_blob(4, sealed)?;
+    insert.bind_i64(5, to_sql_time(expires))?;
+    insert.execute()
+}
+
+/// Marks an invite as used: its sealed state is deleted, and the row stays
+/// until the expiry time so that a second use gets a clear error.
+fn mark_used(db: Db, invite_id: InviteId, now: u64) -> Result<(), ExtError> {
+    let mut update =
+        db.prepare("UPDATE persist_pairing SET sealed = NULL, used = ?2 WHERE invite_id = ?1")?;
+    update.bind_blob(1, invite_id.as_bytes())?;
+    update.bind_i64(2, to_sql_time(now))?;
+    update.execute()
+}
+
+fn delete_row(db: Db, invite_id: InviteId) -> Result<(), ExtError> {
+    let mut delete = db.prepare("DELETE FROM persist_pairing WHERE invite_id = ?1")?;
+    delete.bind_blob(1, invite_id.as_bytes())?;
+    delete.execute()
+}
+
+/// `persist_invite([options])`: creates an invite to the open store and
+/// returns the invite code.
+///
+/// # Errors
+///
+/// A usage error without an open store or for bad options, and core and
+/// SQLite errors.
+pub fn invite(conn: &Connection, options: Option<&str>) -> Result<String, ExtError> {
+    const FUNCTION: &str = "persist_invite";
+    let store = conn.store()?;
+    let lifetime = parse_lifetime(options)?;
+    let now = now_seconds();
+    let db = conn.db;
+    prepare_table(db, now)?;
+
+    let pending = PendingInvite::create(store.cipher.store_id(), now, lifetime)
+        .context_with(|| format!("{FUNCTION}: option \"lifetime\""))?;
+    let sealed = pending
+        .seal(store.device_key.secret())
+        .context_with(|| format!("{FUNCTION}: sealing the invite under the device key"))?;
+    let invite = pending.invite();
+    insert_row(
+        db,
+        invite.invite_id(),
+        INVITER,
+        &store.name,
+        &sealed,
+        invite.expires(),
+    )?;
+    Ok(invite.to_text().to_string())
+}
+
+fn parse_lifetime(options: Option<&str>) -> Result<u64, ExtError> {
+    let Some(text) = options else {
+        return Ok(DEFAULT_LIFETIME_SECS);
+    };
+    let fail = |reason: String| ExtError::usage(format!("persist_invite: options {reason}"));
+    let parsed: Json = serde_json::from_str(text).map_err(|err| {
+        fail(format!(
+            "are not valid: {err}; expected a JSON object such as {{\"lifetime\": 600}}"
+        ))
+    })?;
+    let Json::Object(map) = parsed else {
+        return Err(fail(
+            "must be a JSON object such as {\"lifetime\": 600}".into(),
+        ));
+    };
+    let mut lifetime = DEFAULT_LIFETIME_SECS;
+    for (name, value) in map {
+        match name.as_str() {
+            "lifetime" => {
+                lifetime = value.as_u64().ok_or_else(|| {
+                    fail(format!(
+                        "field \"lifetime\" must be a number of seconds from {} to {}",
+                        pairing::MIN_LIFETIME_SECS,
+                        pairing::MAX_LIFETIME_SECS
+                    ))
+                })?;
+            }
+            _ => {
+                return Err(fail(format!(
+                    "field {name:?} is unknown; expected lifetime"
+                )));
+            }
+        }
+    }
+    pairing::check_lifetime(lifetime)
+        .context_with(|| "persist_invite: option \"lifetime\"".into())?;
+    Ok(lifetime)
+}
+
+/// Parses the options of `persist_accept` and `persist_join`: the device
+/// key options and `server`, a connection string for the online path.
+fn parse_device_options(
+    function: &str,
+    text: Option<&str>,
+) -> Result<(InitOptions, Option<ConnInfo>), ExtError> {
+    let (options, extra) =
+        InitOptions::parse_for(function, text.unwrap_or("{}"), false, &["server"])?;
+    let mut server = None;
+    for (_, value) in extra {
+        let conninfo = value.as_str().ok_or_else(|| {
+            ExtError::usage(format!(
+                "{function}: options field \"server\" must be a string (a libpq connection \
+                 string or postgresql:// URI)"
+            ))
+        })?;
+        // The parser's messages name persist_sync, its usual caller.
+        let parsed = ConnInfo::parse(conninfo).map_err(|err| match err {
+            ExtError::Usage(message) => ExtError::usage(format!(
+                "{function}: options field \"server\": {}",
+                message.strip_prefix("persist_sync: ").unwrap_or(&message)
+            )),
+            other => other,
+        })?;
+        server = Some(parsed);
+    }
+    Ok((options, server))
+}
+
+fn load_device_key(
+    function: &str,
+    name: &str,
+    options: &InitOptions,
+    create: bool,
+) -> Result<DeviceKey, ExtError> {
+    device_key::load_or_create(name, &options.key_source(), create)
+        .context_with(|| format!("{function}: the device key of store {name:?}"))
+}
+
+fn check_no_store(conn: &Connection, function: &str) -> Result<(), ExtError> {
+    let existing = match conn.current() {
+        Some(open) => Some(open.name.clone()),
+        None => store::stored_name(conn.db)?,
+    };
+    match existing {
+        Some(name) => Err(ExtError::usage(format!(
+            "{function}: this database already holds store {name:?}; a database holds one \
+             store, so accept the invite in a database without one (a new file)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `persist_accept(store, invite [, options])`: accepts an invite in a
+/// database without a store and returns the response code; with option
+/// `server`, also posts the response to the sync server's mailbox.
+///
+/// # Errors
+///
+/// A usage error when the database holds a store, for an invite already
+/// accepted here and for bad options; core errors for the invite code
+/// (damaged, expired) and the device key; mailbox and SQLite errors.
+pub fn accept(
+    conn: &Connection,
+    name: &str,
+    invite_text: &str,
+    options: Option<&str>,
+) -> Result<String, ExtError> {
+    const FUNCTION: &str = "persist_accept";
+    device_key::check_store_name(name)
+        .context_with(|| format!("{FUNCTION}: argument 1 (store)"))?;
+    let (options, server) = parse_device_options(FUNCTION, options)?;
+    check_no_store(conn, FUNCTION)?;
+    let invite =
+        Invite::parse(invite_text).context_with(|| format!("{FUNCTION}: argument 2 (invite)"))?;
+    let now = now_seconds();
+    let db = conn.db;
+    prepare_table(db, now)?;
+    if read_row(db, invite.invite_id())?.is_some() {
+        return Err(ExtError::usage(format!(
+            "{FUNCTION}: invite {} was already accepted in this database; finish with \
+             persist_join('{name}', <keyring message>) or, through the server, \
+             persist_join('{name}', NULL, '{{\"server\": \"...\"}}')",
+            invite.invite_id()
+        )));
+    }
+
+    let (acceptance, response) = Acceptance::accept(&invite, now)
+        .context_with(|| format!("{FUNCTION}: argument 2 (invite)"))?;
+    let device_key = load_device_key(FUNCTION, name, &options, true)?;
+    let sealed = acceptance
+        .seal(device_key.secret())
+        .context_with(|| format!("{FUNCTION}: sealing the accepted invite"))?;
+    with_savepoint(db, FUNCTION, || {
+        insert_row(
+            db,
+            invite.invite_id(),
+            JOINER,
+            name,
+            &sealed,
+            invite.expires(),
+        )?;
+        if let Some(server) = &server {
+            mailbox::post_response(FUNCTION, server, &response, invite.expires())?;
+        }
+        Ok(())
+    })?;
+    Ok(response.to_text())
+}
+
+/// Looks up a pending invite this database created and opens its sealed
+/// state.
+fn take_pending(
+    function: &str,
+    db: Db,
+    store: &OpenStore,
+    invite_id: InviteId,
+    now: u64,
+) -> Result<PendingInvite, ExtError> {
+    let Some(row) = read_row(db, invite_id)? else {
+        return Err(ExtError::usage(format!(
+            "{function}: no invite {invite_id} in this database: it was created in another \
+             database, or it expired and was removed; create a new invite with persist_invite()"
+        )));
+    };
+    if row.role != INVITER {
+        return Err(ExtError::usage(format!(
+            "{function}: invite {invite_id} was accepted in this database, not created here; \
+             admit the response in the database that ran persist_invite()"
+        )));
+    }
+    if row.used.is_some() {
+        return Err(ExtError::usage(format!(
+            "{function}: invite {invite_id} was already used; an invite admits one device, \
+             so create a new invite with persist_invite()"
+        )));
+    }
+    if now >= row.expires {
+        return Err(expired(function, invite_id, row.expires));
+    }
+    let sealed = row.sealed.unwrap_or_default();
+    PendingInvite::unseal(store.device_key.secret(), &sealed).context_with(|| {
+        format!(
+            "{function}: invite {invite_id} cannot be opened with the device key in {}",
+            store.key_location
+        )
+    })
+}
+
+/// `persist_admit(response)`: checks a response to an invite of the open
+/// store, consumes the invite and returns the keyring message code.
+///
+/// # Errors
+///
+/// A usage error without an open store, for an unknown or used invite;
+/// core errors for a damaged, expired or forged response; SQLite errors.
+pub fn admit(conn: &Connection, response_text: &str) -> Result<String, ExtError> {
+    const FUNCTION: &str = "persist_admit";
+    let store = conn.store()?;
+    let response = Response::parse(response_text)
+        .context_with(|| format!("{FUNCTION}: argument 1 (response)"))?;
+    let now = now_seconds();
+    let db = conn.db;
+    prepare_table(db, now)?;
+    let pending = take_pending(FUNCTION, db, &store, response.invite_id(), now)?;
+    let message = pending
+        .admit(&response, store.cipher.keyring(), now)
+        .context_with(|| format!("{FUNCTION}: argument 1 (response)"))?;
+    mark_used(db, response.invite_id(), now)?;
+    Ok(message.to_text())
+}
+
+/// Counts and errors of admitting the responses found in the mailbox, for
+/// the sync summary.
+#[derive(Default)]
+pub struct Admitted {
+    /// Invites whose response verified and whose keyring message was posted.
+    pub admitted: u64,
+    /// Invites whose response failed verification; each is used up.
+    pub rejected: u64,
+    /// One message per rejected invite, naming it and the reason.
+    pub errors: Vec<String>,
+}
+
+/// Admits the responses to invites of the open store that wait in the
+/// mailbox of the sync server `client` is connected to. A response that
+/// fails verification, or that is for an invite already used or expired,
+/// is discarded from the mailbox and counted as rejected. The invite is
+/// used up either way.
+///
+/// # Errors
+///
+/// Server errors and SQLite errors; a forged or late response is counted,
+/// not an error.
+pub fn admit_from_mailbox(
+    client: &mut postgres::Client,
+    db: Db,
+    store: &OpenStore,
+) -> Result<Admitted, ExtError> {
+    const FUNCTION: &str = "persist_sync";
+    let now = now_seconds();
+    prepare_table(db, now)?;
+    // Used and expired invites are kept for a day, so a response posted to
+    // them gets a clear rejection instead of waiting forever.
+    let mut select = db.prepare(
+        "SELECT invite_id FROM persist_pairing WHERE role = 'inviter' AND store = ?1
+         ORDER BY expires",
+    )?;
+    select.bind_text(1, &store.name)?;
+    let mut invites = Vec::new();
+    while select.step()? == Step::Row {
+        if let Ok(invite_id) = InviteId::from_slice(select.column_bytes(0)) {
+            invites.push(invite_id);
+        }
+    }
+    drop(select);
+
+    let mut done = Admitted::default();
+    if invites.is_empty() || !mailbox::server_has_mailbox(client)? {
+        // A server without the mailbox cannot hold responses, and syncing
+        // with it must still work while offline invites are pending.
+        return Ok(done);
+    }
+    for invite_id in invites {
+        let Some(bytes) = mailbox::get_response(client, invite_id)? else {
+            continue;
+        };
+        let outcome = take_pending(FUNCTION, db, store, invite_id, now).and_then(|pending| {
+            let response = Response::from_bytes(&bytes)
+                .context_with(|| format!("the response to invite {invite_id}"))?;
+            if response.invite_id() != invite_id {
+                return Err(ExtError::usage(format!(
+                    "the mailbox of invite {invite_id} contains a response to invite {}",
+                    response.invite_id()
+                )));
+            }
+            pending
+                .admit(&response, store.cipher.keyring(), now)
+                .context_with(|| format!("the response to invite {invite_id}"))
+        });
+        mark_used(db, invite_id, now)?;
+        match outcome {
+            Ok(message) => {
+                mailbox::post_message(client, invite_id, &message)?;
+                done.admitted += 1;
+            }
+            Err(err) => {
+                mailbox::discard(client, invite_id)?;
+                done.rejected += 1;
+                done.errors.push(err.to_string());
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// `persist_join(store, message [, options])`: creates the store from the
+/// keyring message of an invite this database accepted, and opens it. With
+/// a NULL message and option `server`, fetches the message from the sync
+/// server's mailbox.
+///
+/// # Errors
+///
+/// A usage error when the database holds a store, inside a transaction, for
+/// a message to an invite not accepted here and when the mailbox has no
+/// message; core errors for a damaged, expired or forged message and for
+/// the device key; SQLite errors.
+pub fn join(
+    conn: &Connection,
+    name: &str,
+    message_text: Option<&str>,
+    options: Option<&str>,
+) -> Result<String, ExtError> {
+    const FUNCTION: &str = "persist_join";
+    device_key::check_store_name(name)
+        .context_with(|| format!("{FUNCTION}: argument 1 (store)"))?;
+    let (options, server) = parse_device_options(FUNCTION, options)?;
+    check_no_store(conn, FUNCTION)?;
+    let db = conn.db;
+    if db.in_transaction() {
+        // Checked here as well as when the store is created, because the
+        // mailbox deletes the message once it is picked up.
+        return Err(ExtError::usage(format!(
+            "{FUNCTION}: creating store {name:?} inside a transaction is not allowed, because a \
+             rollback would discard the keys this connection goes on using; call {FUNCTION} \
+             outside BEGIN ... COMMIT"
+        )));
+    }
+    let now = now_seconds();
+    prepare_table(db, now)?;
+
+    let message = match message_text {
+        Some(text) => Some(
+            PairingMessage::parse(text)
+                .context_with(|| format!("{FUNCTION}: argument 2 (message)"))?,
+        ),
+        None if server.is_none() => {
+            return Err(ExtError::usage(format!(
+                "{FUNCTION}: argument 2 (message) is NULL, but no server is given to fetch it \
+                 from; pass the PERSIST-KEYRING-1 code, or the sync server as \
+                 '{{\"server\": \"<connection string>\"}}'"
+            )));
+        }
+        None => None,
+    };
+    let invite_id = match &message {
+        Some(message) => message.invite_id(),
+        None => accepted_invite(db, name)?,
+    };
+    let Some(row) = read_row(db, invite_id)?.filter(|row| row.role == JOINER) else {
+        return Err(ExtError::usage(format!(
+            "{FUNCTION}: this database has not accepted invite {invite_id}; the keyring \
+             message is for an invite accepted in another database"
+        )));
+    };
+    if row.store != name {
+        return Err(ExtError::usage(format!(
+            "{FUNCTION}: invite {invite_id} was accepted for store {:?}, not {name:?}",
+            row.store
+        )));
+    }
+    if now >= row.expires {
+        return Err(expired(FUNCTION, invite_id, row.expires));
+    }
+    let device_key = load_device_key(FUNCTION, name, &options, false)?;
+    let acceptance = Acceptance::unseal(device_key.secret(), &row.sealed.unwrap_or_default())
+        .context_with(|| {
+            format!(
+                "{FUNCTION}: the accepted invite {invite_id} cannot be opened with the device \
+                 key in {}; give the same keyfile or keychain options as to persist_accept",
+                device_key.location()
+            )
+        })?;
+
+    let message = match (message, &server) {
+        (Some(message), _) => message,
+        (None, Some(server)) => match mailbox::take_message(FUNCTION, server, invite_id)? {
+            Pickup::Ready(bytes) => PairingMessage::from_bytes(&bytes)
+                .context_with(|| format!("{FUNCTION}: the keyring message in the mailbox"))?,
+            Pickup::Waiting => {
+                return Err(ExtError::usage(format!(
+                    "{FUNCTION}: the inviting device has not admitted invite {invite_id} yet; \
+                     run persist_sync there, then call persist_join again"
+                )));
+            }
+            Pickup::Missing => {
+                return Err(ExtError::usage(format!(
+                    "{FUNCTION}: the mailbox holds nothing for invite {invite_id}: the response \
+                     was rejected by the inviting device, the message was already picked up, \
+                     or the invite expired; ask for a new invite"
+                )));
+            }
+        },
+        (None, None) => {
+            return Err(ExtError::usage(format!(
+                "{FUNCTION}: no keyring message and no server"
+            )));
+        }
+    };
+    let keyring: Keyring = acceptance
+        .open(&message, now)
+        .context_with(|| format!("{FUNCTION}: the keyring message of invite {invite_id}"))?;
+    store::create_from_keyring(conn, FUNCTION, name, keyring, &options, |db| {
+        delete_row(db, invite_id)
+    })
+}
+
+/// Returns the invite this database accepted for store `name`, for the
+/// online path where no message names it.
+fn accepted_invite(db: Db, name: &str) -> Result<InviteId, ExtError> {
+    let mut select = db.prepare(
+        "SELECT invite_id FROM persist_pairing WHERE role = 'joiner' AND store = ?1
+         ORDER BY expires DESC LIMIT 1",
+    )?;
+    select.bind_text(1, name)?;
+    if select.step()? != Step::Row {
+        return Err(ExtError::usage(format!(
+            "persist_join: this database has accepted no invite for store {name:?}; call \
+             persist_accept('{name}', <invite code>) first"
+        )));
+    }
+    InviteId::from_slice(select.column_bytes(0))
+        .context_with(|| "persist_join: persist_pairing.invite_id".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_defaults_to_one_hour() {
+        assert_eq!(parse_lifetime(None).unwrap(), 3600);
+        assert_eq!(parse_lifetime(Some("{}")).unwrap(), 3600);
+        assert_eq!(parse_lifetime(Some(r#"{"lifetime": 60}"#)).unwrap(), 60);
+    }
+
+    #[test]
+    fn lifetime_rejects_bad_values() {
+        for (options, expected) in [
+            ("{", "are not valid"),
+            ("[]", "must be a JSON object"),
+            (r#"{"lifetime": 1.5}"#, "must be a number of seconds"),
+            (
+                r#"{"lifetime": 86401}"#,
+                "outside the allowed 60 to 86400 seconds",
+            ),
+            (r#"{"life": 60}"#, "\"life\" is unknown"),
+        ] {
+            let err = parse_lifetime(Some(options)).unwrap_err().to_string();
+            assert!(err.starts_with("persist_invite: "), "{options}: {err}");
+            assert!(err.contains(expected), "{options}: {err}");
+        }
+    }
+
+    #[test]
+    fn device_options_take_server_but_no_key() {
+        let (options, server) = parse_device_options(
+            "persist_join",
+            Some(r#"{"keyfile": "/tmp/b.key", "server": "host=/tmp user=app dbname=sync"}"#),
+        )
+        .unwrap();
+        assert!(options.keyfile.is_some());
+        assert!(server.is_some());
+        let (_, server) = parse_device_options("persist_join", None).unwrap();
+        assert!(server.is_none());
+
+        let err = parse_device_options("persist_join", Some(r#"{"key": "PERSIST-KEY-1"}"#))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            "persist_join: options field \"key\" is unknown; expected one of keyfile, keychain, \
+             max_drift_ms, clock_offset_ms, server"
+        );
+        let err = parse_device_options("persist_accept", Some(r#"{"server": true}"#))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("\"server\" must be a string"), "{err}");
+        let err = parse_device_options("persist_accept", Some(r#"{"server": "sslmode=maybe"}"#))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("persist_accept: options field \"server\": "),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! The client side of the sync server's pairing mailbox.
+//!
+//! The mailbox contains, per invite id, the joiner's response and then the
+//! inviter's keyring message, both opaque bytes. The server deletes the row
+//! when the joiner picks the message up or the invite expires. The invite
+//! id, 128 random bits that only the two devices know, is the capability:
+//! the mailbox functions need no write token.
+
+use persist_core::InviteId;
+use persist_core::pairing::{PairingMessage, Response};
+
+use super::conninfo::ConnInfo;
+use super::{connect, describe};
+use crate::error::ExtError;
+
+/// The state of an invite's mailbox when the joiner picks up its message.
+pub enum Pickup {
+    /// The keyring message, now removed from the mailbox.
+    Ready(Vec<u8>),
+    /// The response is there, but the inviter has not admitted it yet.
+    Waiting,
+    /// Nothing for this invite: it expired, was picked up, or the inviter
+    /// rejected the response.
+    Missing,
+}
+
+fn mailbox_error(function: &str, what: &str, err: &postgres::Error) -> ExtError {
+    if err
+        .as_db_error()
+        .is_some_and(|db| db.code() == &postgres::error::SqlState::UNDEFINED_FUNCTION)
+    {
+        return ExtError::usage(format!(
+            "{function}: the sync server has no pairing mailbox; update its Persist sync schema \
+             (pg-ext/sql/sync_server.sql or ALTER EXTENSION persist UPDATE)"
+        ));
+    }
+    ExtError::usage(format!(
+        "{function}: {what} failed on the sync server: {}",
+        describe(err)
+    ))
+}
+
+/// Posts the joiner's response for the inviter to pick up.
+///
+/// # Errors
+///
+/// A usage error when the server cannot be reached, already holds a
+/// response to this invite, or the invite has expired.
+pub fn post_response(
+    function: &str,
+    server: &ConnInfo,
+    response: &Response,
+    expires: u64,
+) -> Result<(), ExtError> {
+    let mut client = connect(function, server)?;
+    let expires = i64::try_from(expires).unwrap_or(i64::MAX);
+    client
+        .execute(
+            "SELECT persist.pairing_post_response($1, $2, $3)",
+            &[
+                &response.invite_id().as_bytes().as_slice(),
+                &response.to_bytes(),
+                &expires,
+            ],
+        )
+        .map_err(|err| mailbox_error(function, "posting the pairing response", &err))?;
+    Ok(())
+}
+
+/// Tells whether the server has the pairing mailbox, which servers set up
+/// before pairing existed lack.
+///
+/// # Errors
+///
+/// A usage error for a server error.
+pub fn server_has_mailbox(client: &mut postgres::Client) -> Result<bool, ExtError> {
+    let row = client
+        .query_one(
+            "SELECT to_regprocedure('persist.pairing_get_response(bytea)') IS NOT NULL",
+            &[],
+        )
+        .map_err(|err| mailbox_error("persist_sync", "looking for the pairing mailbox", &err))?;
+    Ok(row.get(0))
+}
+
+/// Returns the response waiting for the inviter, if there is one.
+///
+/// # Errors
+///
+/// A usage error for a server error.
+pub fn get_response(
+    client: &mut postgres::Client,
+    invite_id: InviteId,
+) -> Result<Option<Vec<u8>>, ExtError> {
+    let row = client
+        .query_one(
+            "SELECT persist.pairing_get_response($1)",
+            &[&invite_id.as_bytes().as_slice()],
+        )
+        .map_err(|err| mailbox_error("persist_sync", "reading the pairing mailbox", &err))?;
+    Ok(row.get(0))
+}
+
+/// Posts the inviter's keyring message for the joiner to pick up.
+///
+/// # Errors
+///
+/// A usage error for a server error.
+pub fn post_message(
+    client: &mut postgres::Client,
+    invite_id: InviteId,
+    message: &PairingMessage,
+) -> Result<(), ExtError> {
+    client
+        .execute(
+            "SELECT persist.pairing_post_message($1, $2)",
+            &[&invite_id.as_bytes().as_slice(), &message.as_bytes()],
+        )
+        .map_err(|err| mailbox_error("persist_sync", "posting the keyring message", &err))?;
+    Ok(())
+}
+
+/// Removes an invite's mailbox after its response failed verification.
+///
+/// # Errors
+///
+/// A usage error for a server error.
+pub fn discard(client: &mut postgres::Client, invite_id: InviteId) -> Result<(), ExtError> {
+    client
+        .execute(
+            "SELECT persist.pairing_discard($1)",
+            &[&invite_id.as_bytes().as_slice()],
+        )
+        .map_err(|err| mailbox_error("persist_sync", "discarding a pairing response", &err))?;
+    Ok(())
+}
+
+/// Picks up the keyring message of an invite, which removes it from the
+/// mailbox.
+///
+/// # Errors
+///
+/// A usage error when the server cannot be reached or returns an error.
+pub fn take_message(
+    function: &str,
+    server: &ConnInfo,
+    invite_id: InviteId,
+) -> Result<Pickup, ExtError> {
+    let mut client = connect(function, server)?;
+    let row = client
+        .query_one(
+            "SELECT state, message FROM persist.pairing_take_message($1)",
+            &[&invite_id.as_bytes().as_slice()],
+        )
+        .map_err(|err| mailbox_error(function, "picking up the keyring message", &err))?;
+    let state: String = row.get(0);
+    let message: Option<Vec<u8>> = row.get(1);
+    Ok(match (state.as_str(), message) {
+        ("ready", Some(bytes)) => Pickup::Ready(bytes),
+        ("waiting", _) => Pickup::Waiting,
+        _ => Pickup::Missing,
+    })
+}

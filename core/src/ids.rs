@@ -1,4 +1,5 @@
-//! Sixteen-byte identifiers: store ids, device ids and blind record ids.
+//! Sixteen-byte identifiers: store ids, device ids, blind record ids and
+//! invite ids.
 //!
 //! None of them is secret. Store and device ids are random; record ids are
 //! blinded with the store's index key (see [`crate::blind`]).
@@ -84,9 +85,10 @@ id_type!(
 );
 
 id_type!(
-    /// The random id of a pairing invite. It names the invite's mailbox on
-    /// the sync server, where it acts as the capability to post to and read
-    /// from that mailbox.
+    /// The random id of a pairing invite. It is not secret: responses carry
+    /// it through the sync server and errors name it. The invite's mailbox
+    /// is named by [`crate::pairing::MailboxId`], which needs the one-time
+    /// secret.
     InviteId,
     "invite id"
 );

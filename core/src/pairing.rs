@@ -89,6 +89,7 @@ const RESPONSE_MAC_LABEL: &[u8] = b"persist v1 pairing response";
 const MESSAGE_AAD_LABEL: &[u8] = b"persist v1 pairing message";
 const STATE_KEY_LABEL: &[u8] = b"persist v1 pairing state key";
 const STATE_AAD_LABEL: &[u8] = b"persist v1 pairing state";
+const MAILBOX_ID_LABEL: &[u8] = b"persist v1 pairing mailbox id";
 
 const STATE_INVITER: u8 = 1;
 const STATE_JOINER: u8 = 2;
@@ -190,6 +191,46 @@ impl EphemeralKey {
 
     fn expose(&self) -> &[u8; KEY_LEN] {
         self.0.as_bytes()
+    }
+}
+
+/// Length of a mailbox id in bytes.
+pub const MAILBOX_ID_LEN: usize = 16;
+
+/// The id of an invite's mailbox on the sync server, derived from the
+/// one-time secret so that only the two devices can compute it.
+///
+/// The server stores it and sees it in every mailbox call, so it is no
+/// secret from the server, but it is the capability to read, write or
+/// discard the mailbox: a party that knows only the invite id (which the
+/// response carries and errors name) cannot derive it. `Debug` does not
+/// print it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MailboxId([u8; MAILBOX_ID_LEN]);
+
+impl MailboxId {
+    /// Derives the mailbox id: HKDF-SHA256 of the one-time secret with an
+    /// empty salt and `lp(label) || invite id` as `info`, cut to 16 bytes.
+    pub(crate) fn derive(one_time_secret: &SecretKey, invite_id: InviteId) -> Self {
+        let mut info = Vec::with_capacity(64);
+        put_lp(&mut info, MAILBOX_ID_LABEL);
+        info.extend_from_slice(invite_id.as_bytes());
+        let okm = hkdf_sha256(one_time_secret, &[], &info);
+        let mut id = [0u8; MAILBOX_ID_LEN];
+        id.copy_from_slice(&okm.expose()[..MAILBOX_ID_LEN]);
+        Self(id)
+    }
+
+    /// Returns the id bytes, as the mailbox functions take them.
+    pub fn as_bytes(&self) -> &[u8; MAILBOX_ID_LEN] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for MailboxId {
+    /// Hides the id, because it is the capability to use the mailbox.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MailboxId(..)")
     }
 }
 
@@ -295,6 +336,11 @@ impl Invite {
     /// Returns the expiry time in seconds since the Unix epoch.
     pub fn expires(&self) -> u64 {
         self.expires
+    }
+
+    /// Derives the id of the invite's mailbox on the sync server.
+    pub fn mailbox_id(&self) -> MailboxId {
+        MailboxId::derive(&self.one_time_secret, self.invite_id)
     }
 
     /// Encodes the invite code.
@@ -671,6 +717,7 @@ pub struct Acceptance {
     store_id: StoreId,
     invite_id: InviteId,
     expires: u64,
+    mailbox_id: MailboxId,
     message_key: SecretKey,
 }
 
@@ -718,6 +765,7 @@ impl Acceptance {
             store_id: invite.store_id,
             invite_id: invite.invite_id,
             expires: invite.expires,
+            mailbox_id: invite.mailbox_id(),
             message_key: keys.message,
         };
         Ok((acceptance, response))
@@ -736,6 +784,11 @@ impl Acceptance {
     /// Returns the invite's expiry time in seconds since the Unix epoch.
     pub fn expires(&self) -> u64 {
         self.expires
+    }
+
+    /// Returns the id of the invite's mailbox on the sync server.
+    pub fn mailbox_id(&self) -> MailboxId {
+        self.mailbox_id
     }
 
     /// Opens the inviter's message and returns the store keyring.
@@ -786,10 +839,11 @@ impl Acceptance {
     ///
     /// [`Error::Random`] when the operating system provides no randomness.
     pub fn seal(&self, device_key: &SecretKey) -> Result<Vec<u8>, Error> {
-        let mut plain = Zeroizing::new(Vec::with_capacity(1 + 16 + 8 + KEY_LEN));
+        let mut plain = Zeroizing::new(Vec::with_capacity(1 + 16 + 8 + MAILBOX_ID_LEN + KEY_LEN));
         plain.push(PAIRING_VERSION);
         plain.extend_from_slice(self.store_id.as_bytes());
         plain.extend_from_slice(&self.expires.to_be_bytes());
+        plain.extend_from_slice(self.mailbox_id.as_bytes());
         plain.extend_from_slice(self.message_key.expose());
         seal_state(
             device_key,
@@ -814,6 +868,7 @@ impl Acceptance {
             store_id: StoreId(reader.array("store id")?),
             invite_id,
             expires: reader.u64("expiry time")?,
+            mailbox_id: MailboxId(reader.array("mailbox id")?),
             message_key: SecretKey::from_slice(reader.take(KEY_LEN, "message key")?)?,
         };
         reader.finish()?;
@@ -943,6 +998,7 @@ mod tests {
         let sealed = acceptance.seal(&device).unwrap();
         assert_eq!(sealed_state_invite_id(&sealed).unwrap(), invite.invite_id());
         let acceptance = Acceptance::unseal(&device, &sealed).unwrap();
+        assert!(acceptance.mailbox_id() == pending.invite().mailbox_id());
         let message = pending.admit(&response, &keyring, NOW).unwrap();
         assert!(same_keys(
             &acceptance.open(&message, NOW).unwrap(),
@@ -970,6 +1026,24 @@ mod tests {
         ));
         let (acceptance, _) = Acceptance::accept(&invite, NOW).unwrap();
         assert!(Acceptance::unseal(&device, &acceptance.seal(&device).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn mailbox_id_needs_one_time_secret() {
+        let (pending, invite) = pair();
+        let (acceptance, _) = Acceptance::accept(&invite, NOW).unwrap();
+        let mailbox_id = pending.invite().mailbox_id();
+        assert!(acceptance.mailbox_id() == mailbox_id);
+        assert_ne!(mailbox_id.as_bytes(), invite.invite_id().as_bytes());
+        assert_eq!(format!("{mailbox_id:?}"), "MailboxId(..)");
+
+        // The same invite id with another one-time secret names another
+        // mailbox, so the invite id alone does not give the mailbox id.
+        let mut payload = INVITE_FORM.decode(&invite.to_text()).unwrap().to_vec();
+        payload[1 + 16 + 16 + 32] ^= 0x01;
+        let other = Invite::parse(&INVITE_FORM.encode(&payload)).unwrap();
+        assert_eq!(other.invite_id(), invite.invite_id());
+        assert!(other.mailbox_id() != mailbox_id);
     }
 
     #[test]

@@ -408,6 +408,7 @@ fn pairing_vectors(keyring: &Keyring) -> Json {
         expires,
     );
     let invite_text = pending.invite().to_text();
+    let pending_mailbox_id = pending.invite().mailbox_id();
     let invite = pairing::Invite::parse(&invite_text).unwrap();
     let (acceptance, response) =
         Acceptance::accept_with_secret(&invite, EphemeralKey::from_bytes(&joiner_secret)).unwrap();
@@ -429,6 +430,7 @@ fn pairing_vectors(keyring: &Keyring) -> Json {
         .unwrap();
     let opened = acceptance.open(&message, now).unwrap();
     assert_eq!(opened.to_bytes().as_slice(), keyring.to_bytes().as_slice());
+    assert!(acceptance.mailbox_id() == pending_mailbox_id);
 
     // Tampered copies, each with a valid checksum so that the check behind
     // it is the one that fails.
@@ -500,6 +502,7 @@ fn pairing_vectors(keyring: &Keyring) -> Json {
         "message_key": hex(keys.message.expose()),
         "response_mac": hex(&mac),
         "message_nonce": hex(&message_nonce),
+        "mailbox_id": hex(invite.mailbox_id().as_bytes()),
         "invite": invite_text.as_str(),
         "response": response_text,
         "message": message.to_text(),

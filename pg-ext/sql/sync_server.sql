@@ -266,13 +266,24 @@ $$;
 -- keyring message, and the new device picks that up, which deletes the row.
 -- Both are opaque bytes: the response contains an invite id, a one-time X25519
 -- public key and a MAC, and the message is AES-256-GCM ciphertext under a
--- key derived from a secret the server never sees. The invite id (128
--- random bits that only the two devices know) is the capability to use a
+-- key derived from a secret the server never sees.
+--
+-- A mailbox is named by its mailbox id, which both devices derive from the
+-- invite's one-time secret (HKDF-SHA256, docs/FORMAT.md section 13.7). The
+-- invite id is not secret: the server sees it inside every response and
+-- clients name it in errors. The mailbox id is the capability to use a
 -- mailbox, so these functions take no write token and say nothing about
--- which store an invite belongs to. Rows past their expiry are deleted by
--- every call.
+-- which store an invite belongs to, and a role that knows only an invite id
+-- cannot read, take, replace or discard that invite's mailbox.
+--
+-- Every caller of pairing_post_response can create a row, so the table is
+-- capped at 1,000 unexpired rows, each at most 81 + 65,536 bytes and
+-- deleted at its expiry (at most one day ahead): about 64 MiB in all. A
+-- role that fills the table blocks new pairings until its rows expire, but
+-- it cannot make the table grow; grant the functions only to the roles
+-- your devices use. Rows past their expiry are deleted by every call.
 CREATE TABLE persist.pairing_mailbox (
-    invite_id bytea PRIMARY KEY CHECK (length(invite_id) = 16),
+    mailbox_id bytea PRIMARY KEY CHECK (length(mailbox_id) = 16),
     response bytea NOT NULL CHECK (length(response) = 81),
     message bytea CHECK (length(message) BETWEEN 45 AND 65536),
     expires_at timestamptz NOT NULL,
@@ -281,47 +292,55 @@ CREATE TABLE persist.pairing_mailbox (
 
 REVOKE ALL ON persist.pairing_mailbox FROM PUBLIC;
 
-CREATE FUNCTION persist.pairing_check_invite_id(p_invite_id bytea)
+CREATE FUNCTION persist.pairing_check_mailbox_id(p_mailbox_id bytea)
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
 SET search_path = pg_catalog, persist
 AS $$
 BEGIN
-    IF p_invite_id IS NULL OR length(p_invite_id) <> 16 THEN
-        RAISE EXCEPTION 'persist pairing: invite id must be 16 bytes, got %',
-            coalesce(length(p_invite_id)::text, 'NULL')
+    IF p_mailbox_id IS NULL OR length(p_mailbox_id) <> 16 THEN
+        RAISE EXCEPTION 'persist pairing: mailbox id must be 16 bytes, got %',
+            coalesce(length(p_mailbox_id)::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END;
 $$;
 
 -- Posts a response to an invite. p_expires is the invite's expiry in Unix
--- seconds; the row lives until then, and at most one day.
-CREATE FUNCTION persist.pairing_post_response(p_invite_id bytea, p_response bytea, p_expires bigint)
+-- seconds; the row lives until then, and at most one day. Fails when the
+-- mailbox already holds a response or the table holds 1,000 rows.
+CREATE FUNCTION persist.pairing_post_response(p_mailbox_id bytea, p_response bytea, p_expires bigint)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, persist
 AS $$
 DECLARE
+    max_rows constant integer := 1000;
     expires timestamptz;
 BEGIN
-    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    PERFORM persist.pairing_check_mailbox_id(p_mailbox_id);
     IF p_response IS NULL OR length(p_response) <> 81 THEN
         RAISE EXCEPTION 'persist pairing: a response must be 81 bytes, got %',
             coalesce(length(p_response)::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    DELETE FROM persist.pairing_mailbox WHERE expires_at <= now();
     expires := least(to_timestamp(coalesce(p_expires, 0)), now() + interval '1 day');
     IF expires <= now() THEN
         RAISE EXCEPTION 'persist pairing: the invite expired at %', to_timestamp(coalesce(p_expires, 0))
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO persist.pairing_mailbox (invite_id, response, expires_at)
-    VALUES (p_invite_id, p_response, expires)
-    ON CONFLICT (invite_id) DO NOTHING;
+    -- Concurrent posts wait here, so the count below cannot go past the cap.
+    LOCK TABLE persist.pairing_mailbox IN SHARE ROW EXCLUSIVE MODE;
+    DELETE FROM persist.pairing_mailbox WHERE expires_at <= now();
+    IF (SELECT count(*) FROM persist.pairing_mailbox) >= max_rows THEN
+        RAISE EXCEPTION 'persist pairing: the mailbox table is full (% unexpired responses); try again after some invites expire, within one day at most', max_rows
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    INSERT INTO persist.pairing_mailbox (mailbox_id, response, expires_at)
+    VALUES (p_mailbox_id, p_response, expires)
+    ON CONFLICT (mailbox_id) DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'persist pairing: the mailbox already holds a response to this invite; an invite admits one device, so ask for a new invite'
             USING ERRCODE = 'unique_violation';
@@ -330,36 +349,36 @@ END;
 $$;
 
 -- Returns the response waiting for the inviting device, or NULL.
-CREATE FUNCTION persist.pairing_get_response(p_invite_id bytea)
+CREATE FUNCTION persist.pairing_get_response(p_mailbox_id bytea)
 RETURNS bytea
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, persist
 AS $$
 BEGIN
-    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    PERFORM persist.pairing_check_mailbox_id(p_mailbox_id);
     DELETE FROM persist.pairing_mailbox WHERE expires_at <= now();
     RETURN (SELECT m.response FROM persist.pairing_mailbox m
-            WHERE m.invite_id = p_invite_id AND m.message IS NULL);
+            WHERE m.mailbox_id = p_mailbox_id AND m.message IS NULL);
 END;
 $$;
 
 -- Posts the keyring message for an invite whose response is waiting.
-CREATE FUNCTION persist.pairing_post_message(p_invite_id bytea, p_message bytea)
+CREATE FUNCTION persist.pairing_post_message(p_mailbox_id bytea, p_message bytea)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, persist
 AS $$
 BEGIN
-    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    PERFORM persist.pairing_check_mailbox_id(p_mailbox_id);
     IF p_message IS NULL OR length(p_message) NOT BETWEEN 45 AND 65536 THEN
         RAISE EXCEPTION 'persist pairing: a keyring message must be 45 to 65536 bytes, got %',
             coalesce(length(p_message)::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE persist.pairing_mailbox m SET message = p_message
-    WHERE m.invite_id = p_invite_id AND m.message IS NULL AND m.expires_at > now();
+    WHERE m.mailbox_id = p_mailbox_id AND m.message IS NULL AND m.expires_at > now();
     IF NOT FOUND THEN
         RAISE EXCEPTION 'persist pairing: the mailbox holds no response waiting for a message for this invite'
             USING ERRCODE = 'no_data_found';
@@ -368,16 +387,16 @@ END;
 $$;
 
 -- Removes a mailbox whose response the inviting device rejected.
-CREATE FUNCTION persist.pairing_discard(p_invite_id bytea)
+CREATE FUNCTION persist.pairing_discard(p_mailbox_id bytea)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, persist
 AS $$
 BEGIN
-    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    PERFORM persist.pairing_check_mailbox_id(p_mailbox_id);
     DELETE FROM persist.pairing_mailbox m
-    WHERE m.invite_id = p_invite_id OR m.expires_at <= now();
+    WHERE m.mailbox_id = p_mailbox_id OR m.expires_at <= now();
 END;
 $$;
 
@@ -385,7 +404,7 @@ $$;
 -- state is 'ready' with the message, 'waiting' while the inviting device
 -- has not posted it, and 'missing' when there is no mailbox (expired,
 -- picked up, discarded or never posted).
-CREATE FUNCTION persist.pairing_take_message(p_invite_id bytea)
+CREATE FUNCTION persist.pairing_take_message(p_mailbox_id bytea)
 RETURNS TABLE (state text, message bytea)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -395,14 +414,14 @@ AS $$
 DECLARE
     taken bytea;
 BEGIN
-    PERFORM persist.pairing_check_invite_id(p_invite_id);
+    PERFORM persist.pairing_check_mailbox_id(p_mailbox_id);
     DELETE FROM persist.pairing_mailbox m WHERE m.expires_at <= now();
     DELETE FROM persist.pairing_mailbox m
-    WHERE m.invite_id = p_invite_id AND m.message IS NOT NULL
+    WHERE m.mailbox_id = p_mailbox_id AND m.message IS NOT NULL
     RETURNING m.message INTO taken;
     IF taken IS NOT NULL THEN
         RETURN QUERY SELECT 'ready'::text, taken;
-    ELSIF EXISTS (SELECT 1 FROM persist.pairing_mailbox m WHERE m.invite_id = p_invite_id) THEN
+    ELSIF EXISTS (SELECT 1 FROM persist.pairing_mailbox m WHERE m.mailbox_id = p_mailbox_id) THEN
         RETURN QUERY SELECT 'waiting'::text, NULL::bytea;
     ELSE
         RETURN QUERY SELECT 'missing'::text, NULL::bytea;
@@ -416,7 +435,7 @@ REVOKE ALL ON FUNCTION persist.sync_server_id() FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.sync_next_seq(bytea, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.push(bytea, bytea, bytea[], bigint[], bytea[], bytea[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.pull(bytea, bytea, bigint, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION persist.pairing_check_invite_id(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.pairing_check_mailbox_id(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.pairing_post_response(bytea, bytea, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.pairing_get_response(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.pairing_post_message(bytea, bytea) FROM PUBLIC;

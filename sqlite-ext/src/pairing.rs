@@ -317,7 +317,13 @@ pub fn accept(
             invite.expires(),
         )?;
         if let Some(server) = &server {
-            mailbox::post_response(FUNCTION, server, &response, invite.expires())?;
+            mailbox::post_response(
+                FUNCTION,
+                server,
+                invite.mailbox_id(),
+                &response,
+                invite.expires(),
+            )?;
         }
         Ok(())
     })?;
@@ -400,14 +406,18 @@ pub struct Admitted {
 
 /// Admits the responses to invites of the open store that wait in the
 /// mailbox of the sync server `client` is connected to. A response that
-/// fails verification, or that is for an invite already used or expired,
-/// is discarded from the mailbox and counted as rejected. The invite is
-/// used up either way.
+/// fails verification is discarded from the mailbox and counted as
+/// rejected, and its invite is used up either way.
+///
+/// Only unused, unexpired invites are looked up, because the mailbox id
+/// comes from the sealed state, which is deleted when an invite is used or
+/// expires. A response posted to a used invite's mailbox stays there until
+/// the invite expires, and the joiner that posted it is told to wait.
 ///
 /// # Errors
 ///
-/// Server errors and SQLite errors; a forged or late response is counted,
-/// not an error.
+/// Server errors and SQLite errors; a forged response is counted, not an
+/// error.
 pub fn admit_from_mailbox(
     client: &mut postgres::Client,
     db: Db,
@@ -416,13 +426,14 @@ pub fn admit_from_mailbox(
     const FUNCTION: &str = "persist_sync";
     let now = now_seconds();
     prepare_table(db, now)?;
-    // Used and expired invites are kept for a day, so a response posted to
-    // them gets a clear rejection instead of waiting forever.
     let mut select = db.prepare(
-        "SELECT invite_id FROM persist_pairing WHERE role = 'inviter' AND store = ?1
+        "SELECT invite_id FROM persist_pairing
+         WHERE role = 'inviter' AND store = ?1 AND used IS NULL AND sealed IS NOT NULL
+           AND expires > ?2
          ORDER BY expires",
     )?;
     select.bind_text(1, &store.name)?;
+    select.bind_i64(2, to_sql_time(now))?;
     let mut invites = Vec::new();
     while select.step()? == Step::Row {
         if let Ok(invite_id) = InviteId::from_slice(select.column_bytes(0)) {
@@ -438,30 +449,38 @@ pub fn admit_from_mailbox(
         return Ok(done);
     }
     for invite_id in invites {
-        let Some(bytes) = mailbox::get_response(client, invite_id)? else {
+        let pending = match take_pending(FUNCTION, db, store, invite_id, now) {
+            Ok(pending) => pending,
+            Err(err) => {
+                done.errors.push(err.to_string());
+                continue;
+            }
+        };
+        let mailbox_id = pending.invite().mailbox_id();
+        let Some(bytes) = mailbox::get_response(client, mailbox_id)? else {
             continue;
         };
-        let outcome = take_pending(FUNCTION, db, store, invite_id, now).and_then(|pending| {
-            let response = Response::from_bytes(&bytes)
-                .context_with(|| format!("the response to invite {invite_id}"))?;
-            if response.invite_id() != invite_id {
-                return Err(ExtError::usage(format!(
-                    "the mailbox of invite {invite_id} contains a response to invite {}",
-                    response.invite_id()
-                )));
-            }
-            pending
-                .admit(&response, store.cipher.keyring(), now)
-                .context_with(|| format!("the response to invite {invite_id}"))
-        });
+        let outcome = Response::from_bytes(&bytes)
+            .context_with(|| format!("the response to invite {invite_id}"))
+            .and_then(|response| {
+                if response.invite_id() != invite_id {
+                    return Err(ExtError::usage(format!(
+                        "the mailbox of invite {invite_id} contains a response to invite {}",
+                        response.invite_id()
+                    )));
+                }
+                pending
+                    .admit(&response, store.cipher.keyring(), now)
+                    .context_with(|| format!("the response to invite {invite_id}"))
+            });
         mark_used(db, invite_id, now)?;
         match outcome {
             Ok(message) => {
-                mailbox::post_message(client, invite_id, &message)?;
+                mailbox::post_message(client, mailbox_id, &message)?;
                 done.admitted += 1;
             }
             Err(err) => {
-                mailbox::discard(client, invite_id)?;
+                mailbox::discard(client, mailbox_id)?;
                 done.rejected += 1;
                 done.errors.push(err.to_string());
             }
@@ -550,23 +569,25 @@ pub fn join(
 
     let message = match (message, &server) {
         (Some(message), _) => message,
-        (None, Some(server)) => match mailbox::take_message(FUNCTION, server, invite_id)? {
-            Pickup::Ready(bytes) => PairingMessage::from_bytes(&bytes)
-                .context_with(|| format!("{FUNCTION}: the keyring message in the mailbox"))?,
-            Pickup::Waiting => {
-                return Err(ExtError::usage(format!(
-                    "{FUNCTION}: the inviting device has not admitted invite {invite_id} yet; \
+        (None, Some(server)) => {
+            match mailbox::take_message(FUNCTION, server, acceptance.mailbox_id())? {
+                Pickup::Ready(bytes) => PairingMessage::from_bytes(&bytes)
+                    .context_with(|| format!("{FUNCTION}: the keyring message in the mailbox"))?,
+                Pickup::Waiting => {
+                    return Err(ExtError::usage(format!(
+                        "{FUNCTION}: the inviting device has not admitted invite {invite_id} yet; \
                      run persist_sync there, then call persist_join again"
-                )));
-            }
-            Pickup::Missing => {
-                return Err(ExtError::usage(format!(
-                    "{FUNCTION}: the mailbox holds nothing for invite {invite_id}: the response \
+                    )));
+                }
+                Pickup::Missing => {
+                    return Err(ExtError::usage(format!(
+                        "{FUNCTION}: the mailbox holds nothing for invite {invite_id}: the response \
                      was rejected by the inviting device, the message was already picked up, \
                      or the invite expired; ask for a new invite"
-                )));
+                    )));
+                }
             }
-        },
+        }
         (None, None) => {
             return Err(ExtError::usage(format!(
                 "{FUNCTION}: no keyring message and no server"

@@ -306,6 +306,17 @@ def check_pairing(case: dict, serialized: bytes) -> int:
     assert message_key.hex() == case["message_key"]
     checked += 1
 
+    # The mailbox id comes from the one-time secret, not from the invite id alone.
+    mailbox_id = hkdf(invite["one_time_secret"], b"", lp(b"persist v1 pairing mailbox id") + invite["invite_id"])[:16]
+    assert mailbox_id.hex() == case["mailbox_id"]
+    assert mailbox_id == HKDF(
+        algorithm=hashes.SHA256(),
+        length=16,
+        salt=b"",
+        info=lp(b"persist v1 pairing mailbox id") + invite["invite_id"],
+    ).derive(invite["one_time_secret"])
+    checked += 1
+
     assert admit(case, invite, case["response"]) == message_key
     assert decode_text(case["response"], "PERSIST-RESPONSE-1")[49:].hex() == case["response_mac"]
     checked += 1

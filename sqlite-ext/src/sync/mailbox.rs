@@ -1,13 +1,13 @@
 //! The client side of the sync server's pairing mailbox.
 //!
-//! The mailbox contains, per invite id, the joiner's response and then the
+//! The mailbox contains, per mailbox id, the joiner's response and then the
 //! inviter's keyring message, both opaque bytes. The server deletes the row
-//! when the joiner picks the message up or the invite expires. The invite
-//! id, 128 random bits that only the two devices know, is the capability:
-//! the mailbox functions need no write token.
+//! when the joiner picks the message up or the invite expires. The mailbox
+//! id, which both devices derive from the invite's one-time secret, is the
+//! capability: the mailbox functions need no write token. The invite id is
+//! not secret (the server sees it in the response), so it names no mailbox.
 
-use persist_core::InviteId;
-use persist_core::pairing::{PairingMessage, Response};
+use persist_core::pairing::{MailboxId, PairingMessage, Response};
 
 use super::conninfo::ConnInfo;
 use super::{connect, describe};
@@ -49,6 +49,7 @@ fn mailbox_error(function: &str, what: &str, err: &postgres::Error) -> ExtError 
 pub fn post_response(
     function: &str,
     server: &ConnInfo,
+    mailbox_id: MailboxId,
     response: &Response,
     expires: u64,
 ) -> Result<(), ExtError> {
@@ -58,7 +59,7 @@ pub fn post_response(
         .execute(
             "SELECT persist.pairing_post_response($1, $2, $3)",
             &[
-                &response.invite_id().as_bytes().as_slice(),
+                &mailbox_id.as_bytes().as_slice(),
                 &response.to_bytes(),
                 &expires,
             ],
@@ -90,12 +91,12 @@ pub fn server_has_mailbox(client: &mut postgres::Client) -> Result<bool, ExtErro
 /// A usage error for a server error.
 pub fn get_response(
     client: &mut postgres::Client,
-    invite_id: InviteId,
+    mailbox_id: MailboxId,
 ) -> Result<Option<Vec<u8>>, ExtError> {
     let row = client
         .query_one(
             "SELECT persist.pairing_get_response($1)",
-            &[&invite_id.as_bytes().as_slice()],
+            &[&mailbox_id.as_bytes().as_slice()],
         )
         .map_err(|err| mailbox_error("persist_sync", "reading the pairing mailbox", &err))?;
     Ok(row.get(0))
@@ -108,13 +109,13 @@ pub fn get_response(
 /// A usage error for a server error.
 pub fn post_message(
     client: &mut postgres::Client,
-    invite_id: InviteId,
+    mailbox_id: MailboxId,
     message: &PairingMessage,
 ) -> Result<(), ExtError> {
     client
         .execute(
             "SELECT persist.pairing_post_message($1, $2)",
-            &[&invite_id.as_bytes().as_slice(), &message.as_bytes()],
+            &[&mailbox_id.as_bytes().as_slice(), &message.as_bytes()],
         )
         .map_err(|err| mailbox_error("persist_sync", "posting the keyring message", &err))?;
     Ok(())
@@ -125,11 +126,11 @@ pub fn post_message(
 /// # Errors
 ///
 /// A usage error for a server error.
-pub fn discard(client: &mut postgres::Client, invite_id: InviteId) -> Result<(), ExtError> {
+pub fn discard(client: &mut postgres::Client, mailbox_id: MailboxId) -> Result<(), ExtError> {
     client
         .execute(
             "SELECT persist.pairing_discard($1)",
-            &[&invite_id.as_bytes().as_slice()],
+            &[&mailbox_id.as_bytes().as_slice()],
         )
         .map_err(|err| mailbox_error("persist_sync", "discarding a pairing response", &err))?;
     Ok(())
@@ -144,13 +145,13 @@ pub fn discard(client: &mut postgres::Client, invite_id: InviteId) -> Result<(),
 pub fn take_message(
     function: &str,
     server: &ConnInfo,
-    invite_id: InviteId,
+    mailbox_id: MailboxId,
 ) -> Result<Pickup, ExtError> {
     let mut client = connect(function, server)?;
     let row = client
         .query_one(
             "SELECT state, message FROM persist.pairing_take_message($1)",
-            &[&invite_id.as_bytes().as_slice()],
+            &[&mailbox_id.as_bytes().as_slice()],
         )
         .map_err(|err| mailbox_error(function, "picking up the keyring message", &err))?;
     let state: String = row.get(0);

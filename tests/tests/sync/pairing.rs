@@ -91,11 +91,16 @@ fn sync_json(device: &Device) -> Json {
     serde_json::from_str(&text).expect("persist_sync returns JSON")
 }
 
+/// The condition for mailbox rows whose response names `$1` as its invite
+/// id (bytes 2 to 17, counting from 1). The table is keyed by the mailbox
+/// id, which these tests do not derive.
+const BY_INVITE_ID: &str = "substring(response FROM 2 FOR 16) = $1";
+
 fn mailbox_rows(server: &mut Server, invite_id: &[u8]) -> i64 {
     server
         .client
         .query_one(
-            "SELECT count(*) FROM persist.pairing_mailbox WHERE invite_id = $1",
+            &format!("SELECT count(*) FROM persist.pairing_mailbox WHERE {BY_INVITE_ID}"),
             &[&invite_id],
         )
         .expect("count mailbox rows")
@@ -123,7 +128,7 @@ fn online_pairing_then_both_devices_converge() {
     let stored: Vec<u8> = server
         .client
         .query_one(
-            "SELECT response FROM persist.pairing_mailbox WHERE invite_id = $1",
+            &format!("SELECT response FROM persist.pairing_mailbox WHERE {BY_INVITE_ID}"),
             &[&invite_id],
         )
         .expect("mailbox row")
@@ -145,7 +150,7 @@ fn online_pairing_then_both_devices_converge() {
     let message: Vec<u8> = server
         .client
         .query_one(
-            "SELECT message FROM persist.pairing_mailbox WHERE invite_id = $1",
+            &format!("SELECT message FROM persist.pairing_mailbox WHERE {BY_INVITE_ID}"),
             &[&invite_id],
         )
         .expect("mailbox row")
@@ -196,9 +201,11 @@ fn server_that_swaps_the_public_key_is_rejected() {
     server
         .client
         .execute(
-            "UPDATE persist.pairing_mailbox
-             SET response = overlay(response PLACING sha256('attacker key') FROM 18 FOR 32)
-             WHERE invite_id = $1",
+            &format!(
+                "UPDATE persist.pairing_mailbox
+                 SET response = overlay(response PLACING sha256('attacker key') FROM 18 FOR 32)
+                 WHERE {BY_INVITE_ID}"
+            ),
             &[&invite_id],
         )
         .expect("tamper with the mailbox");
@@ -241,9 +248,11 @@ fn server_that_modifies_the_message_fails_join() {
     server
         .client
         .execute(
-            "UPDATE persist.pairing_mailbox
-             SET message = set_bit(message, 40 * 8, 1 - get_bit(message, 40 * 8))
-             WHERE invite_id = $1",
+            &format!(
+                "UPDATE persist.pairing_mailbox
+                 SET message = set_bit(message, 40 * 8, 1 - get_bit(message, 40 * 8))
+                 WHERE {BY_INVITE_ID}"
+            ),
             &[&invite_id],
         )
         .expect("tamper with the mailbox");
@@ -283,17 +292,130 @@ fn reused_invite_is_refused() {
     assert_eq!(sync_json(&a)["invites_admitted"], 1);
     b.join().expect("persist_join on B");
 
-    // Once B has picked up its message the mailbox is empty, but A has
-    // marked the invite as used and rejects a late response.
+    // Once B has picked up its message the mailbox is empty. A has used
+    // the invite up and no longer reads its mailbox, so a late response
+    // waits there unanswered until the invite expires.
     let d = Joiner::new(dir.path(), "D");
-    d.accept(&code).expect("persist_accept on D");
+    let late = d.accept(&code).expect("persist_accept on D");
     let summary = sync_json(&a);
     assert_eq!(summary["invites_admitted"], 0, "{summary}");
-    assert_eq!(summary["invites_rejected"], 1, "{summary}");
-    let error = summary["pairing_errors"][0].as_str().unwrap_or_default();
-    assert!(error.contains("already used"), "{summary}");
+    assert_eq!(summary["invites_rejected"], 0, "{summary}");
     let err = d.join().expect_err("joined with a used invite");
-    assert!(err.contains("the mailbox holds nothing"), "{err}");
+    assert!(err.contains("has not admitted invite"), "{err}");
+
+    // Given by hand, the late response gets a clear error.
+    let err = a
+        .conn
+        .query_row("SELECT persist_admit(?1)", [&late], |row| {
+            row.get::<_, String>(0)
+        })
+        .expect_err("the invite was admitted twice");
+    assert!(err.to_string().contains("already used"), "{err}");
+}
+
+/// Runs `sql` with the invite id as `$1`, as a third party would that
+/// learned the invite id (from a response or an error message) but not the
+/// one-time secret.
+fn call_with_invite_id(server: &mut Server, sql: &str, invite_id: &[u8]) -> Vec<postgres::Row> {
+    server
+        .client
+        .query(sql, &[&invite_id])
+        .unwrap_or_else(|err| panic!("{sql}: {err}"))
+}
+
+#[test]
+fn invite_id_alone_opens_no_mailbox() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = Device::create(dir.path(), "A");
+    a.exec(DECLARATION);
+    a.exec("INSERT INTO notes VALUES (1, 'written on A')");
+    a.sync();
+    let code = invite(&a, "{}");
+    let joiner = Joiner::new(dir.path(), "B");
+    joiner.accept(&code).expect("persist_accept");
+    let invite_id = joiner.invite_id();
+    let mut server = Server::connect();
+    let genuine: Vec<u8> = server
+        .client
+        .query_one(
+            &format!("SELECT response FROM persist.pairing_mailbox WHERE {BY_INVITE_ID}"),
+            &[&invite_id],
+        )
+        .expect("mailbox row")
+        .get(0);
+
+    // Read: nothing under the invite id.
+    let rows = call_with_invite_id(
+        &mut server,
+        "SELECT persist.pairing_get_response($1)",
+        &invite_id,
+    );
+    assert_eq!(rows[0].get::<_, Option<Vec<u8>>>(0), None);
+
+    // Replace: a fake message under the invite id fails, and a fake
+    // response lands in a mailbox of its own. B's response stays as it was.
+    let err = server
+        .client
+        .execute(
+            "SELECT persist.pairing_post_message($1, $2)",
+            &[&invite_id, &vec![1_u8; 100]],
+        )
+        .expect_err("a message was posted under the invite id");
+    assert!(
+        err.as_db_error()
+            .is_some_and(|db| db.message().contains("holds no response waiting")),
+        "{err}"
+    );
+    let mut fake = genuine.clone();
+    fake[20] ^= 0x01;
+    server
+        .client
+        .execute(
+            "SELECT persist.pairing_post_response($1, $2, $3)",
+            &[&invite_id, &fake, &4_102_444_800_i64],
+        )
+        .expect("a post under the invite id makes a mailbox of its own");
+
+    // Take and discard reach only the fake mailbox: B's mailbox stays.
+    let rows = call_with_invite_id(
+        &mut server,
+        "SELECT state FROM persist.pairing_take_message($1)",
+        &invite_id,
+    );
+    assert_eq!(rows[0].get::<_, String>(0), "waiting", "the fake mailbox");
+    call_with_invite_id(
+        &mut server,
+        "SELECT persist.pairing_discard($1)",
+        &invite_id,
+    );
+    let kept: i64 = server
+        .client
+        .query_one(
+            "SELECT count(*) FROM persist.pairing_mailbox WHERE response = $1",
+            &[&genuine],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(kept, 1, "B's response was removed");
+
+    // A admits B's response, and the message under the invite id cannot be
+    // taken either.
+    let summary = sync_json(&a);
+    assert_eq!(summary["invites_admitted"], 1, "{summary}");
+    assert_eq!(summary["pairing_errors"], json!([]), "{summary}");
+    let rows = call_with_invite_id(
+        &mut server,
+        "SELECT state, message FROM persist.pairing_take_message($1)",
+        &invite_id,
+    );
+    assert_eq!(rows[0].get::<_, String>(0), "missing");
+    assert_eq!(rows[0].get::<_, Option<Vec<u8>>>(1), None);
+
+    let report = joiner.join().expect("persist_join");
+    assert_eq!(report["created"], true, "{report}");
+    let b = joiner.into_device(dir.path());
+    b.exec(DECLARATION);
+    assert_eq!(b.sync().applied, 1);
 }
 
 #[test]
@@ -304,15 +426,28 @@ fn expired_invite_is_refused() {
     let b = Joiner::new(dir.path(), "B");
     b.accept(&code).expect("persist_accept");
 
-    // The invite's time passes on A before its next sync.
+    // The invite's time passes on both devices. A's sync wipes the
+    // invite's secret and leaves the response unanswered, and B refuses to
+    // wait for it.
     a.exec("UPDATE persist_pairing SET expires = unixepoch() - 1");
+    b.conn
+        .execute("UPDATE persist_pairing SET expires = unixepoch() - 1", [])
+        .expect("expire the invite on B");
     let summary = sync_json(&a);
     assert_eq!(summary["invites_admitted"], 0, "{summary}");
-    assert_eq!(summary["invites_rejected"], 1, "{summary}");
-    let error = summary["pairing_errors"][0].as_str().unwrap_or_default();
-    assert!(error.contains("expired at"), "{summary}");
+    assert_eq!(summary["invites_rejected"], 0, "{summary}");
+    assert_eq!(summary["pairing_errors"], json!([]), "{summary}");
+    let sealed: i64 = a
+        .conn
+        .query_row(
+            "SELECT count(*) FROM persist_pairing WHERE sealed IS NOT NULL",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count sealed invites");
+    assert_eq!(sealed, 0, "the expired invite's secret is kept");
     let err = b.join().expect_err("joined with an expired invite");
-    assert!(err.contains("the mailbox holds nothing"), "{err}");
+    assert!(err.contains("expired at"), "{err}");
 
     // The server keeps no response past the invite's expiry.
     let mut server = Server::connect();
@@ -338,11 +473,11 @@ fn mailbox_functions_check_their_arguments() {
     for (sql, expected) in [
         (
             "SELECT persist.pairing_get_response('\\x00'::bytea)",
-            "invite id must be 16 bytes, got 1",
+            "mailbox id must be 16 bytes, got 1",
         ),
         (
             "SELECT persist.pairing_post_response(NULL, '\\x00'::bytea, 0)",
-            "invite id must be 16 bytes, got NULL",
+            "mailbox id must be 16 bytes, got NULL",
         ),
         (
             "SELECT persist.pairing_post_response('\\x00000000000000000000000000000000'::bytea, \

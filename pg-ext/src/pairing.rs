@@ -5,7 +5,8 @@
 //! returning the keyring message for `persist_join`. The codes and the key
 //! agreement are those of `persist_core::pairing`. The invite's one-time
 //! X25519 secret waits in `persist.pairing_invites`, sealed under the device
-//! key. Admitting the response deletes it and marks the invite used.
+//! key. Admitting the response claims the invite first, in one conditional
+//! UPDATE that marks it used and deletes the sealed state.
 //! Invites that expired more than a day ago are deleted.
 
 use persist_core::InviteId;
@@ -170,7 +171,6 @@ pub fn invite(options: Option<&str>) -> Result<String, PgError> {
 /// A row of `persist.pairing_invites`.
 struct InviteRow {
     store_name: String,
-    sealed: Option<Vec<u8>>,
     expires: u64,
     used: bool,
 }
@@ -178,7 +178,7 @@ struct InviteRow {
 fn read_invite(invite_id: InviteId) -> Result<Option<InviteRow>, PgError> {
     Spi::connect(|client| {
         let table = client.select(
-            "SELECT store_name, sealed, expires, used IS NOT NULL \
+            "SELECT store_name, expires, used IS NOT NULL \
              FROM persist.pairing_invites WHERE invite_id OPERATOR(pg_catalog.=) $1",
             Some(1),
             &[invite_id.as_bytes().as_slice().into()],
@@ -188,12 +188,64 @@ fn read_invite(invite_id: InviteId) -> Result<Option<InviteRow>, PgError> {
         };
         Ok(Some(InviteRow {
             store_name: row.get::<String>(1)?.unwrap_or_default(),
-            sealed: row.get::<Vec<u8>>(2)?,
-            expires: u64::try_from(row.get::<i64>(3)?.unwrap_or(0)).unwrap_or(0),
-            used: row.get::<bool>(4)?.unwrap_or(false),
+            expires: u64::try_from(row.get::<i64>(2)?.unwrap_or(0)).unwrap_or(0),
+            used: row.get::<bool>(3)?.unwrap_or(false),
         }))
     })
     .map_err(|error| spi_failed("persist.admit", "reading persist.pairing_invites", error))
+}
+
+fn already_used(invite_id: InviteId) -> PgError {
+    PgError::invalid(format!(
+        "persist.admit: invite {invite_id} was already used; an invite admits one device, \
+         so create a new invite with persist.invite()"
+    ))
+}
+
+/// Claims an unused invite for one admission and returns its sealed state,
+/// which it deletes.
+///
+/// One conditional UPDATE marks the invite used. A concurrent admit of the
+/// same invite waits for the row lock, then finds it used and fails.
+///
+/// NOTE: the claim is part of the caller's transaction. A transaction that
+/// rolls back after `persist.admit` returned its message makes the invite
+/// usable again; only a session that has the store open can do that, and
+/// it could export the keyring anyway.
+fn claim_invite(invite_id: InviteId, now: u64) -> Result<Vec<u8>, PgError> {
+    const FUNCTION: &str = "persist.admit";
+    let sealed = Spi::connect_mut(|client| {
+        let claimed = client.update(
+            "UPDATE persist.pairing_invites SET used = $2 \
+             WHERE invite_id OPERATOR(pg_catalog.=) $1 AND used IS NULL \
+               AND sealed IS NOT NULL AND expires OPERATOR(pg_catalog.>) $2 \
+             RETURNING sealed",
+            None,
+            &[
+                invite_id.as_bytes().as_slice().into(),
+                to_sql_time(now).into(),
+            ],
+        )?;
+        let Some(row) = claimed.into_iter().next() else {
+            return Ok(None);
+        };
+        let sealed = row.get::<Vec<u8>>(1)?;
+        client.update(
+            "UPDATE persist.pairing_invites SET sealed = NULL \
+             WHERE invite_id OPERATOR(pg_catalog.=) $1",
+            None,
+            &[invite_id.as_bytes().as_slice().into()],
+        )?;
+        Ok(sealed)
+    })
+    .map_err(|error| {
+        spi_failed(
+            FUNCTION,
+            "claiming the invite in persist.pairing_invites",
+            error,
+        )
+    })?;
+    sealed.ok_or_else(|| already_used(invite_id))
 }
 
 /// Checks a response to an invite of the open store, uses the invite up and
@@ -229,7 +281,7 @@ pub fn admit(response: Option<&str>) -> Result<String, PgError> {
         )
         .with_hint("Create a new invite with persist.invite()."));
     };
-    let message = session::with_store(FUNCTION, |store, _| {
+    let device_key = session::with_store(FUNCTION, |store, _| {
         if row.store_name != store.name {
             return Err(PgError::invalid(format!(
                 "{FUNCTION}: invite {invite_id} is for store {:?}, but store {:?} is open",
@@ -237,10 +289,7 @@ pub fn admit(response: Option<&str>) -> Result<String, PgError> {
             )));
         }
         if row.used {
-            return Err(PgError::invalid(format!(
-                "{FUNCTION}: invite {invite_id} was already used; an invite admits one device, \
-                 so create a new invite with persist.invite()"
-            )));
+            return Err(already_used(invite_id));
         }
         if now >= row.expires {
             return Err(PgError::core(
@@ -252,8 +301,12 @@ pub fn admit(response: Option<&str>) -> Result<String, PgError> {
                 },
             ));
         }
-        let device_key = device_key_of(FUNCTION, store)?;
-        let sealed = row.sealed.clone().unwrap_or_default();
+        device_key_of(FUNCTION, store)
+    })?;
+    // Claimed before admitting: an error below aborts the transaction,
+    // which rolls the claim back.
+    let sealed = claim_invite(invite_id, now)?;
+    let message = session::with_store(FUNCTION, |store, _| {
         let pending = PendingInvite::unseal(device_key.secret(), &sealed).context_with(
             Subject::StoredMetadata,
             || {
@@ -269,19 +322,6 @@ pub fn admit(response: Option<&str>) -> Result<String, PgError> {
                 format!("{FUNCTION}: argument 1 (response)")
             })
     })?;
-    Spi::connect_mut(|client| {
-        client.update(
-            "UPDATE persist.pairing_invites SET sealed = NULL, used = $2 \
-             WHERE invite_id OPERATOR(pg_catalog.=) $1",
-            None,
-            &[
-                invite_id.as_bytes().as_slice().into(),
-                to_sql_time(now).into(),
-            ],
-        )?;
-        Ok(())
-    })
-    .map_err(|error| spi_failed(FUNCTION, "writing persist.pairing_invites", error))?;
     purge_expired(FUNCTION, now)?;
     Ok(message.to_text())
 }

@@ -364,6 +364,16 @@ mod tests {
             PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
             "failed verification",
         );
+        // The failed admit rolled its claim back: the invite is still
+        // pending, and the genuine response is admitted.
+        let pending =
+            one::<bool>("SELECT used IS NULL AND sealed IS NOT NULL FROM persist.pairing_invites");
+        assert_eq!(pending, Some(true), "the failed admit used the invite up");
+        let message: Option<String> = one(&format!(
+            "SELECT persist.admit({})",
+            quote_literal(response.to_text())
+        ));
+        assert!(message.is_some_and(|text| text.starts_with("PERSIST-KEYRING-1")));
 
         run("SELECT persist.close()");
         expect_error(

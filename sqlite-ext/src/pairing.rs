@@ -127,14 +127,75 @@ fn insert_row(
     insert.execute()
 }
 
-/// Marks an invite as used: its sealed state is deleted, and the row stays
-/// until the expiry time so that a second use gets a clear error.
-fn mark_used(db: Db, invite_id: InviteId, now: u64) -> Result<(), ExtError> {
-    let mut update =
-        db.prepare("UPDATE persist_pairing SET sealed = NULL, used = ?2 WHERE invite_id = ?1")?;
-    update.bind_blob(1, invite_id.as_bytes())?;
-    update.bind_i64(2, to_sql_time(now))?;
-    update.execute()
+/// Claims a pending invite of this database for one admission and
+/// returns its sealed state, which it deletes. The row stays until a day
+/// after the expiry time so that a second use gets a clear error.
+///
+/// One conditional UPDATE marks the invite used, so of two connections
+/// only one gets the state. Callers run this inside a savepoint and roll it
+/// back when admitting fails.
+fn claim_pending(
+    function: &str,
+    db: Db,
+    invite_id: InviteId,
+    now: u64,
+) -> Result<Vec<u8>, ExtError> {
+    let mut claim = db.prepare(
+        "UPDATE persist_pairing SET used = ?2
+         WHERE invite_id = ?1 AND role = 'inviter' AND used IS NULL AND sealed IS NOT NULL
+           AND expires > ?2
+         RETURNING sealed",
+    )?;
+    claim.bind_blob(1, invite_id.as_bytes())?;
+    claim.bind_i64(2, to_sql_time(now))?;
+    let sealed = if claim.step()? == Step::Row {
+        Some(claim.column_blob(0))
+    } else {
+        None
+    };
+    drop(claim);
+    let Some(sealed) = sealed else {
+        return Err(unclaimable(function, db, invite_id, now)?);
+    };
+
+    let mut wipe = db.prepare("UPDATE persist_pairing SET sealed = NULL WHERE invite_id = ?1")?;
+    wipe.bind_blob(1, invite_id.as_bytes())?;
+    wipe.execute()?;
+    Ok(sealed)
+}
+
+/// Explains why [`claim_pending`] found no pending invite `invite_id`.
+fn unclaimable(
+    function: &str,
+    db: Db,
+    invite_id: InviteId,
+    now: u64,
+) -> Result<ExtError, ExtError> {
+    let Some(row) = read_row(db, invite_id)? else {
+        return Ok(ExtError::usage(format!(
+            "{function}: no invite {invite_id} in this database: it was created in another \
+             database, or it expired and was removed; create a new invite with persist_invite()"
+        )));
+    };
+    if row.role != INVITER {
+        return Ok(ExtError::usage(format!(
+            "{function}: invite {invite_id} was accepted in this database, not created here; \
+             admit the response in the database that ran persist_invite()"
+        )));
+    }
+    if row.used.is_some() {
+        return Ok(ExtError::usage(format!(
+            "{function}: invite {invite_id} was already used; an invite admits one device, \
+             so create a new invite with persist_invite()"
+        )));
+    }
+    if now >= row.expires {
+        return Ok(expired(function, invite_id, row.expires));
+    }
+    Ok(ExtError::usage(format!(
+        "{function}: invite {invite_id} has no sealed state in this database; create a new \
+         invite with persist_invite()"
+    )))
 }
 
 fn delete_row(db: Db, invite_id: InviteId) -> Result<(), ExtError> {
@@ -330,8 +391,8 @@ pub fn accept(
     Ok(response.to_text())
 }
 
-/// Looks up a pending invite this database created and opens its sealed
-/// state.
+/// Claims a pending invite this database created (see [`claim_pending`])
+/// and opens its sealed state.
 fn take_pending(
     function: &str,
     db: Db,
@@ -339,29 +400,17 @@ fn take_pending(
     invite_id: InviteId,
     now: u64,
 ) -> Result<PendingInvite, ExtError> {
-    let Some(row) = read_row(db, invite_id)? else {
-        return Err(ExtError::usage(format!(
-            "{function}: no invite {invite_id} in this database: it was created in another \
-             database, or it expired and was removed; create a new invite with persist_invite()"
-        )));
-    };
-    if row.role != INVITER {
-        return Err(ExtError::usage(format!(
-            "{function}: invite {invite_id} was accepted in this database, not created here; \
-             admit the response in the database that ran persist_invite()"
-        )));
-    }
-    if row.used.is_some() {
-        return Err(ExtError::usage(format!(
-            "{function}: invite {invite_id} was already used; an invite admits one device, \
-             so create a new invite with persist_invite()"
-        )));
-    }
-    if now >= row.expires {
-        return Err(expired(function, invite_id, row.expires));
-    }
-    let sealed = row.sealed.unwrap_or_default();
-    PendingInvite::unseal(store.device_key.secret(), &sealed).context_with(|| {
+    let sealed = claim_pending(function, db, invite_id, now)?;
+    unseal_pending(function, store, invite_id, &sealed)
+}
+
+fn unseal_pending(
+    function: &str,
+    store: &OpenStore,
+    invite_id: InviteId,
+    sealed: &[u8],
+) -> Result<PendingInvite, ExtError> {
+    PendingInvite::unseal(store.device_key.secret(), sealed).context_with(|| {
         format!(
             "{function}: invite {invite_id} cannot be opened with the device key in {}",
             store.key_location
@@ -381,14 +430,22 @@ pub fn admit(conn: &Connection, response_text: &str) -> Result<String, ExtError>
     let store = conn.store()?;
     let response = Response::parse(response_text)
         .context_with(|| format!("{FUNCTION}: argument 1 (response)"))?;
-    let now = now_seconds();
     let db = conn.db;
+    if db.in_transaction() {
+        return Err(ExtError::usage(format!(
+            "{FUNCTION}: admitting inside a transaction is not allowed, because a rollback \
+             would make the used invite usable again after its keyring message was returned; \
+             call {FUNCTION} outside BEGIN ... COMMIT"
+        )));
+    }
+    let now = now_seconds();
     prepare_table(db, now)?;
-    let pending = take_pending(FUNCTION, db, &store, response.invite_id(), now)?;
-    let message = pending
-        .admit(&response, store.cipher.keyring(), now)
-        .context_with(|| format!("{FUNCTION}: argument 1 (response)"))?;
-    mark_used(db, response.invite_id(), now)?;
+    let invite_id = response.invite_id();
+    let message = with_savepoint(db, FUNCTION, || {
+        take_pending(FUNCTION, db, &store, invite_id, now)?
+            .admit(&response, store.cipher.keyring(), now)
+            .context_with(|| format!("{FUNCTION}: argument 1 (response)"))
+    })?;
     Ok(message.to_text())
 }
 
@@ -407,12 +464,16 @@ pub struct Admitted {
 /// Admits the responses to invites of the open store that wait in the
 /// mailbox of the sync server `client` is connected to. A response that
 /// fails verification is discarded from the mailbox and counted as
-/// rejected, and its invite is used up either way.
+/// rejected, and its invite is used up either way. Each invite is claimed
+/// in a savepoint of its own, which is released before the keyring message
+/// is posted.
 ///
 /// Only unused, unexpired invites are looked up, because the mailbox id
 /// comes from the sealed state, which is deleted when an invite is used or
 /// expires. A response posted to a used invite's mailbox stays there until
 /// the invite expires, and the joiner that posted it is told to wait.
+/// Inside a transaction the mailbox is not read, because a rollback would
+/// make a used invite usable again; `errors` says so.
 ///
 /// # Errors
 ///
@@ -427,7 +488,7 @@ pub fn admit_from_mailbox(
     let now = now_seconds();
     prepare_table(db, now)?;
     let mut select = db.prepare(
-        "SELECT invite_id FROM persist_pairing
+        "SELECT invite_id, sealed FROM persist_pairing
          WHERE role = 'inviter' AND store = ?1 AND used IS NULL AND sealed IS NOT NULL
            AND expires > ?2
          ORDER BY expires",
@@ -437,7 +498,7 @@ pub fn admit_from_mailbox(
     let mut invites = Vec::new();
     while select.step()? == Step::Row {
         if let Ok(invite_id) = InviteId::from_slice(select.column_bytes(0)) {
-            invites.push(invite_id);
+            invites.push((invite_id, select.column_blob(1)));
         }
     }
     drop(select);
@@ -448,38 +509,41 @@ pub fn admit_from_mailbox(
         // with it must still work while offline invites are pending.
         return Ok(done);
     }
-    for invite_id in invites {
-        let pending = match take_pending(FUNCTION, db, store, invite_id, now) {
-            Ok(pending) => pending,
+    if db.in_transaction() {
+        done.errors.push(format!(
+            "{FUNCTION}: the mailbox was not read, because this sync runs inside a transaction \
+             and a rollback would make a used invite usable again; sync outside BEGIN ... \
+             COMMIT to admit new devices"
+        ));
+        return Ok(done);
+    }
+    for (invite_id, sealed) in invites {
+        // Opening the sealed state here only gives the mailbox id; the
+        // invite is claimed below, once a response is waiting.
+        let mailbox_id = match unseal_pending(FUNCTION, store, invite_id, &sealed) {
+            Ok(pending) => pending.invite().mailbox_id(),
             Err(err) => {
                 done.errors.push(err.to_string());
                 continue;
             }
         };
-        let mailbox_id = pending.invite().mailbox_id();
         let Some(bytes) = mailbox::get_response(client, mailbox_id)? else {
             continue;
         };
-        let outcome = Response::from_bytes(&bytes)
-            .context_with(|| format!("the response to invite {invite_id}"))
-            .and_then(|response| {
-                if response.invite_id() != invite_id {
-                    return Err(ExtError::usage(format!(
-                        "the mailbox of invite {invite_id} contains a response to invite {}",
-                        response.invite_id()
-                    )));
-                }
-                pending
-                    .admit(&response, store.cipher.keyring(), now)
-                    .context_with(|| format!("the response to invite {invite_id}"))
-            });
-        mark_used(db, invite_id, now)?;
-        match outcome {
-            Ok(message) => {
+        // The claim is kept when the response fails verification, so a
+        // forged response uses the invite up; it is rolled back only when
+        // the invite cannot be claimed or opened.
+        let claimed = with_savepoint(db, "persist_admit", || {
+            let pending = take_pending(FUNCTION, db, store, invite_id, now)?;
+            Ok(admit_response(&bytes, pending, store, invite_id, now))
+        });
+        match claimed {
+            Err(err) => done.errors.push(err.to_string()),
+            Ok(Ok(message)) => {
                 mailbox::post_message(client, mailbox_id, &message)?;
                 done.admitted += 1;
             }
-            Err(err) => {
+            Ok(Err(err)) => {
                 mailbox::discard(client, mailbox_id)?;
                 done.rejected += 1;
                 done.errors.push(err.to_string());
@@ -487,6 +551,28 @@ pub fn admit_from_mailbox(
         }
     }
     Ok(done)
+}
+
+/// Checks a response read from the mailbox of invite `invite_id` and seals
+/// the keyring for the joiner.
+fn admit_response(
+    bytes: &[u8],
+    pending: PendingInvite,
+    store: &OpenStore,
+    invite_id: InviteId,
+    now: u64,
+) -> Result<PairingMessage, ExtError> {
+    let response = Response::from_bytes(bytes)
+        .context_with(|| format!("the response to invite {invite_id}"))?;
+    if response.invite_id() != invite_id {
+        return Err(ExtError::usage(format!(
+            "the mailbox of invite {invite_id} contains a response to invite {}",
+            response.invite_id()
+        )));
+    }
+    pending
+        .admit(&response, store.cipher.keyring(), now)
+        .context_with(|| format!("the response to invite {invite_id}"))
 }
 
 /// `persist_join(store, message [, options])`: creates the store from the

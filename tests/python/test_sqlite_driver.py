@@ -1033,6 +1033,51 @@ class PairingTest(PersistTestCase):
             a.execute("SELECT persist_admit(?)", (response,)).fetchone()
         self.assertIn("was already used", str(caught.exception))
 
+    def accepted(self):
+        """Invite b.db from test.db, accept it and return A's connection and B's response."""
+        a, _ = self.open_store()
+        b = self.connect("b.db")
+        b_options = json.dumps({"keyfile": self.path("b.key")})
+        invite = a.execute("SELECT persist_invite()").fetchone()[0]
+        response = b.execute("SELECT persist_accept('test', ?, ?)", (invite, b_options)).fetchone()[0]
+        return a, response
+
+    def test_second_connection_cannot_admit_again(self):
+        a, response = self.accepted()
+        other, _ = self.open_store()
+        message = a.execute("SELECT persist_admit(?)", (response,)).fetchone()[0]
+        self.assertTrue(message.startswith("PERSIST-KEYRING-1"))
+        with self.assertRaises(sqlite3.OperationalError) as caught:
+            other.execute("SELECT persist_admit(?)", (response,)).fetchone()
+        self.assertIn("was already used", str(caught.exception))
+
+    def test_admit_inside_transaction_is_rejected(self):
+        a, response = self.accepted()
+        a.execute("BEGIN")
+        with self.assertRaises(sqlite3.OperationalError) as caught:
+            a.execute("SELECT persist_admit(?)", (response,)).fetchone()
+        self.assertIn("admitting inside a transaction is not allowed", str(caught.exception))
+        a.execute("ROLLBACK")
+        (used,) = a.execute("SELECT count(*) FROM persist_pairing WHERE used IS NOT NULL").fetchone()
+        self.assertEqual(used, 0)
+
+    def test_failed_admit_keeps_the_invite(self):
+        a, response = self.accepted()
+        # A damaged sealed state makes the admit fail after it claimed the
+        # invite, so the claim must roll back.
+        (sealed,) = a.execute("SELECT sealed FROM persist_pairing").fetchone()
+        damaged = sealed[:-1] + bytes([sealed[-1] ^ 1])
+        a.execute("UPDATE persist_pairing SET sealed = ?", (damaged,))
+        with self.assertRaises(sqlite3.OperationalError) as caught:
+            a.execute("SELECT persist_admit(?)", (response,)).fetchone()
+        self.assertIn("cannot be opened with the device key", str(caught.exception))
+        row = a.execute("SELECT sealed, used FROM persist_pairing").fetchone()
+        self.assertEqual(row, (damaged, None))
+
+        a.execute("UPDATE persist_pairing SET sealed = ?", (sealed,))
+        message = a.execute("SELECT persist_admit(?)", (response,)).fetchone()[0]
+        self.assertTrue(message.startswith("PERSIST-KEYRING-1"))
+
     def test_wrong_code_kind_names_the_prefix(self):
         a, _ = self.open_store()
         invite = a.execute("SELECT persist_invite()").fetchone()[0]

@@ -7,8 +7,8 @@
 -- - persist_accept on device B (b.db, its own keyfile): argument checks,
 --   wrong prefix, damaged code, a database that already holds a store, and
 --   accepting the same invite twice;
--- - persist_admit on A: a code of the wrong kind, the response, and reusing
---   it;
+-- - persist_admit on A: a code of the wrong kind, a transaction, the
+--   response, and reusing it;
 -- - persist_join on B: a wrong device key, a wrong store name, a
 --   transaction, creating the store, and values sealed on one device
 --   opening on the other;
@@ -92,6 +92,12 @@ SELECT persist_admit(CAST(readfile('response.txt') AS TEXT));
 SELECT persist_init('app') ->> '$.created' AS created;
 SELECT persist_admit(NULL);
 SELECT persist_admit(CAST(readfile('invite.txt') AS TEXT));
+-- Not inside a transaction, where a rollback would make the used invite
+-- usable again after its keyring message was returned.
+BEGIN;
+SELECT persist_admit(CAST(readfile('response.txt') AS TEXT));
+ROLLBACK;
+SELECT used IS NULL AND sealed IS NOT NULL AS still_pending FROM persist_pairing;
 SELECT writefile('message.txt', persist_admit(CAST(readfile('response.txt') AS TEXT))) > 0 AS written;
 SELECT substr(CAST(readfile('message.txt') AS TEXT), 1, 17) AS prefix;
 -- The invite is used up: its sealed state is gone, and a second use fails.

@@ -18,7 +18,8 @@
 //!   until the table is created.
 //! - Pairing: responses to this device's invites that wait in the server's
 //!   mailbox are admitted, and the keyring message is posted for the new
-//!   device ([`crate::pairing::admit_from_mailbox`]).
+//!   device ([`crate::pairing::admit_from_mailbox`]). This runs after the
+//!   sync's savepoint is released, each invite in a savepoint of its own.
 //! - Applied records are stored as already pushed, so they are not echoed
 //!   back. All local changes of one call run in the caller's transaction:
 //!   an interrupted sync leaves the database as it was, and the next call
@@ -176,12 +177,15 @@ pub fn run(conn: &Connection, conninfo: &str) -> Result<String, ExtError> {
             let store = conn.store()?;
             retry_quarantine(db, &store, &conn.counters, &shadows, &mut summary)?;
         }
-        // The newest keyring, with any keys this sync received, goes to
-        // the new devices.
-        let store = conn.store()?;
-        summary.invites = crate::pairing::admit_from_mailbox(&mut client, db, &store)?;
         Ok(())
     })?;
+
+    // Outside the sync's savepoint, so that each admitted invite is marked
+    // used for good before its keyring message goes to the server. The
+    // newest keyring, with any keys this sync received, goes to the new
+    // devices.
+    let store = conn.store()?;
+    summary.invites = crate::pairing::admit_from_mailbox(&mut client, db, &store)?;
 
     Ok(json!({
         "pushed": summary.pushed,

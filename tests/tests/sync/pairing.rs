@@ -143,6 +143,15 @@ fn online_pairing_then_both_devices_converge() {
     let err = joiner.join().expect_err("joined before A admitted");
     assert!(err.contains("has not admitted invite"), "{err}");
 
+    // A sync inside a transaction leaves the mailbox alone, because a
+    // rollback would make the used invite usable again.
+    a.exec("BEGIN");
+    let summary = sync_json(&a);
+    a.exec("ROLLBACK");
+    assert_eq!(summary["invites_admitted"], 0, "{summary}");
+    let error = summary["pairing_errors"][0].as_str().unwrap_or_default();
+    assert!(error.contains("inside a transaction"), "{summary}");
+
     let summary = sync_json(&a);
     assert_eq!(summary["invites_admitted"], 1, "{summary}");
     assert_eq!(summary["invites_rejected"], 0, "{summary}");

@@ -282,12 +282,15 @@ impl PairingKeys {
 }
 
 /// The values both devices bind into the key derivation and the MAC:
-/// version, store id, invite id, inviter's and joiner's public keys.
+/// version, store id, invite id, expiry time, inviter's and joiner's
+/// public keys. Binding the expiry means a code whose expiry was changed
+/// derives other keys, so the inviter rejects the response.
 pub(crate) fn transcript(invite: &Invite, joiner_public: &[u8; PUBLIC_KEY_LEN]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 32 + 2 * PUBLIC_KEY_LEN);
+    let mut out = Vec::with_capacity(1 + 32 + 8 + 2 * PUBLIC_KEY_LEN);
     out.push(PAIRING_VERSION);
     out.extend_from_slice(invite.store_id.as_bytes());
     out.extend_from_slice(invite.invite_id.as_bytes());
+    out.extend_from_slice(&invite.expires.to_be_bytes());
     out.extend_from_slice(&invite.inviter_public);
     out.extend_from_slice(joiner_public);
     out
@@ -1058,6 +1061,20 @@ mod tests {
         let err = pending.admit(&response, &keyring, NOW).unwrap_err();
         assert!(matches!(err, Error::PairingRejected { .. }), "{err}");
         assert!(err.to_string().contains("failed verification"), "{err}");
+    }
+
+    #[test]
+    fn changed_expiry_is_rejected() {
+        // A code whose expiry was pushed later, with a valid checksum.
+        let (pending, invite) = pair();
+        let keyring = keyring_of(invite.store_id());
+        let mut payload = INVITE_FORM.decode(&invite.to_text()).unwrap().to_vec();
+        let at = 1 + 16 + 16 + 32 + 32;
+        payload[at..].copy_from_slice(&(invite.expires() + 3600).to_be_bytes());
+        let extended = Invite::parse(&INVITE_FORM.encode(&payload)).unwrap();
+        let (_, response) = Acceptance::accept(&extended, NOW).unwrap();
+        let err = pending.admit(&response, &keyring, NOW).unwrap_err();
+        assert!(matches!(err, Error::PairingRejected { .. }), "{err}");
     }
 
     #[test]

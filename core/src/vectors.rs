@@ -440,6 +440,15 @@ fn pairing_vectors(keyring: &Keyring) -> Json {
     low_order[1 + 16..1 + 16 + 32].fill(0);
     let mut flipped = message.as_bytes().to_vec();
     flipped[40] ^= 0x01;
+    // The joiner's response to a copy of the invite whose expiry was
+    // pushed an hour later.
+    let mut extended = INVITE_FORM.decode(&invite_text).unwrap().to_vec();
+    extended[1 + 16 + 16 + 32 + 32..].copy_from_slice(&(expires + 3600).to_be_bytes());
+    let extended = pairing::Invite::parse(&INVITE_FORM.encode(&extended)).unwrap();
+    let (_, late_response) =
+        Acceptance::accept_with_secret(&extended, EphemeralKey::from_bytes(&joiner_secret))
+            .unwrap();
+    let late_response = late_response.to_bytes();
     let mut typo: Vec<char> = invite_text.chars().collect();
     let at = typo.len() - 10;
     typo[at] = if typo[at] == 'X' { 'Y' } else { 'X' };
@@ -476,6 +485,8 @@ fn pairing_vectors(keyring: &Keyring) -> Json {
          "error": admit_error(&swapped)},
         {"name": "joiner public key of low order", "response": RESPONSE_FORM.encode(&low_order).as_str(),
          "error": admit_error(&low_order)},
+        {"name": "invite expiry changed", "response": RESPONSE_FORM.encode(&late_response).as_str(),
+         "error": admit_error(&late_response)},
         {"name": "message ciphertext bit flipped", "message": MESSAGE_FORM.encode(&flipped).as_str(),
          "error": open_error},
         {"name": "invite code mistyped", "invite": typo, "error": "checksum"},

@@ -238,6 +238,18 @@ def x25519(secret: bytes, peer: bytes) -> bytes:
     return shared
 
 
+def pairing_transcript(invite: dict, joiner_public: bytes) -> bytes:
+    """The values both devices bind into the key derivation and the MAC."""
+    return (
+        b"\x01"
+        + invite["store_id"]
+        + invite["invite_id"]
+        + struct.pack(">Q", invite["expires"])
+        + invite["inviter_public"]
+        + joiner_public
+    )
+
+
 def pairing_keys(shared: bytes, one_time: bytes, transcript: bytes):
     pairing_key = hkdf(shared, one_time, lp(b"persist v1 pairing key") + transcript)
     confirm_key = hkdf(pairing_key, b"", lp(b"persist v1 pairing confirm key"))
@@ -254,7 +266,7 @@ def admit(case, invite: dict, response_text: str) -> bytes:
     joiner_public, mac = body[17:49], body[49:81]
     inviter_secret = bytes.fromhex(case["inviter_secret"])
     shared = x25519(inviter_secret, joiner_public)
-    transcript = b"\x01" + invite["store_id"] + invite["invite_id"] + invite["inviter_public"] + joiner_public
+    transcript = pairing_transcript(invite, joiner_public)
     _, confirm_key, message_key = pairing_keys(shared, invite["one_time_secret"], transcript)
     expected = hmac.new(confirm_key, lp(b"persist v1 pairing response") + transcript, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, mac):
@@ -299,7 +311,7 @@ def check_pairing(case: dict, serialized: bytes) -> int:
     shared = x25519(bytes.fromhex(case["joiner_secret"]), invite["inviter_public"])
     assert shared == x25519(bytes.fromhex(case["inviter_secret"]), joiner_public)
     assert shared.hex() == case["shared_secret"]
-    transcript = b"\x01" + invite["store_id"] + invite["invite_id"] + invite["inviter_public"] + joiner_public
+    transcript = pairing_transcript(invite, joiner_public)
     pairing_key, confirm_key, message_key = pairing_keys(shared, invite["one_time_secret"], transcript)
     assert pairing_key.hex() == case["pairing_key"]
     assert confirm_key.hex() == case["confirm_key"]

@@ -40,6 +40,23 @@ fn mailbox_error(function: &str, what: &str, err: &postgres::Error) -> ExtError 
     ))
 }
 
+/// Reads column `index` of a mailbox function's result row. A value of
+/// another type, or NULL where none is allowed, means the server's mailbox
+/// functions are not the ones this client expects.
+fn column<'a, T: postgres::types::FromSql<'a>>(
+    function: &str,
+    call: &str,
+    row: &'a postgres::Row,
+    index: usize,
+) -> Result<T, ExtError> {
+    row.try_get(index).map_err(|err| {
+        ExtError::usage(format!(
+            "{function}: {call} on the sync server returned an invalid column {index}: {err}; \
+             the server's pairing mailbox functions differ from pg-ext/sql/sync_server.sql"
+        ))
+    })
+}
+
 /// Posts the joiner's response for the inviter to pick up.
 ///
 /// # Errors
@@ -81,7 +98,7 @@ pub fn server_has_mailbox(client: &mut postgres::Client) -> Result<bool, ExtErro
             &[],
         )
         .map_err(|err| mailbox_error("persist_sync", "looking for the pairing mailbox", &err))?;
-    Ok(row.get(0))
+    column("persist_sync", "to_regprocedure", &row, 0)
 }
 
 /// Returns the response waiting for the inviter, if there is one.
@@ -99,7 +116,7 @@ pub fn get_response(
             &[&mailbox_id.as_bytes().as_slice()],
         )
         .map_err(|err| mailbox_error("persist_sync", "reading the pairing mailbox", &err))?;
-    Ok(row.get(0))
+    column("persist_sync", "persist.pairing_get_response", &row, 0)
 }
 
 /// Posts the inviter's keyring message for the joiner to pick up.
@@ -154,8 +171,9 @@ pub fn take_message(
             &[&mailbox_id.as_bytes().as_slice()],
         )
         .map_err(|err| mailbox_error(function, "picking up the keyring message", &err))?;
-    let state: String = row.get(0);
-    let message: Option<Vec<u8>> = row.get(1);
+    let call = "persist.pairing_take_message";
+    let state: String = column(function, call, &row, 0)?;
+    let message: Option<Vec<u8>> = column(function, call, &row, 1)?;
     Ok(match (state.as_str(), message) {
         ("ready", Some(bytes)) => Pickup::Ready(bytes),
         ("waiting", _) => Pickup::Waiting,

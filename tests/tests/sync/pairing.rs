@@ -8,7 +8,7 @@ use std::path::Path;
 use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
-use crate::common::{Device, STORE, Server, conninfo, hex, open_sqlite};
+use crate::common::{Device, STORE, Server, conninfo, hex, open_sqlite, private_database};
 
 const DECLARATION: &str =
     "CREATE VIRTUAL TABLE notes USING persist(id INTEGER PRIMARY KEY, body TEXT)";
@@ -23,13 +23,18 @@ struct Joiner {
 
 impl Joiner {
     fn new(dir: &Path, label: &str) -> Self {
+        Self::with_server(dir, label, &conninfo())
+    }
+
+    /// A joiner that uses the sync server at `server`.
+    fn with_server(dir: &Path, label: &str, server: &str) -> Self {
         let keyfile = dir.join(format!("{label}.key"));
         Self {
             label: label.to_owned(),
             conn: open_sqlite(&dir.join(format!("{label}.db"))),
             options: json!({
                 "keyfile": keyfile.to_str().expect("UTF-8 temp path"),
-                "server": conninfo(),
+                "server": server,
             }),
         }
     }
@@ -520,4 +525,34 @@ fn mailbox_functions_check_their_arguments() {
         .expect("take from an empty mailbox")
         .get(0);
     assert_eq!(state, "missing");
+}
+
+#[test]
+fn invalid_mailbox_result_is_an_error() {
+    // A server whose pairing_take_message returns a NULL state, which the
+    // real function never does.
+    let server = private_database("pairing_null_state");
+    Server::connect_to(&server)
+        .client
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION persist.pairing_take_message(p_mailbox_id bytea)
+             RETURNS TABLE (state text, message bytea)
+             LANGUAGE sql AS $$ SELECT NULL::text, NULL::bytea $$",
+        )
+        .expect("replace pairing_take_message");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = Device::create(dir.path(), "A");
+    let code = invite(&a, "{}");
+    let joiner = Joiner::with_server(dir.path(), "B", &server);
+    joiner.accept(&code).expect("persist_accept");
+    let err = joiner
+        .join()
+        .expect_err("joined with an invalid mailbox result");
+    assert!(
+        err.contains(
+            "persist.pairing_take_message on the sync server returned an invalid column 0"
+        ),
+        "{err}"
+    );
 }

@@ -32,7 +32,7 @@ use crate::error::{CoreContext, ExtError};
 use crate::state::{Connection, OpenStore};
 use crate::store::{self, InitOptions, now_seconds, with_savepoint};
 use crate::sync::conninfo::ConnInfo;
-use crate::sync::mailbox::{self, Pickup};
+use crate::sync::mailbox::{self, MailboxAccess, Pickup};
 
 /// Role of a row of `persist_pairing`: this database created the invite.
 const INVITER: &str = "inviter";
@@ -457,7 +457,8 @@ pub struct Admitted {
     pub admitted: u64,
     /// Invites whose response failed verification; each is used up.
     pub rejected: u64,
-    /// One message per rejected invite, naming it and the reason.
+    /// One message per rejected invite or mailbox problem, naming the
+    /// invite where there is one.
     pub errors: Vec<String>,
 }
 
@@ -477,8 +478,9 @@ pub struct Admitted {
 ///
 /// # Errors
 ///
-/// Server errors and SQLite errors; a forged response is counted, not an
-/// error.
+/// SQLite errors while listing the invites. Mailbox errors, a role without
+/// EXECUTE on the mailbox functions and forged responses are recorded in
+/// [`Admitted::errors`] instead, so they do not fail the sync.
 pub fn admit_from_mailbox(
     client: &mut postgres::Client,
     db: Db,
@@ -504,9 +506,7 @@ pub fn admit_from_mailbox(
     drop(select);
 
     let mut done = Admitted::default();
-    if invites.is_empty() || !mailbox::server_has_mailbox(client)? {
-        // A server without the mailbox cannot hold responses, and syncing
-        // with it must still work while offline invites are pending.
+    if invites.is_empty() {
         return Ok(done);
     }
     if db.in_transaction() {
@@ -517,40 +517,86 @@ pub fn admit_from_mailbox(
         ));
         return Ok(done);
     }
+    match mailbox::mailbox_access(client) {
+        Ok(MailboxAccess::Usable) => {}
+        // A server without the mailbox cannot hold responses, and syncing
+        // with it must still work while offline invites are pending.
+        Ok(MailboxAccess::Missing) => return Ok(done),
+        Ok(MailboxAccess::NoPrivilege(signature)) => {
+            done.errors.push(format!(
+                "{FUNCTION}: the mailbox was not read, because this role lacks EXECUTE on \
+                 {signature} on the sync server; GRANT EXECUTE on the persist.pairing_* \
+                 functions to it"
+            ));
+            return Ok(done);
+        }
+        Err(err) => {
+            done.errors.push(err.to_string());
+            return Ok(done);
+        }
+    }
+
     for (invite_id, sealed) in invites {
-        // Opening the sealed state here only gives the mailbox id; the
-        // invite is claimed below, once a response is waiting.
-        let mailbox_id = match unseal_pending(FUNCTION, store, invite_id, &sealed) {
-            Ok(pending) => pending.invite().mailbox_id(),
-            Err(err) => {
-                done.errors.push(err.to_string());
-                continue;
-            }
-        };
-        let Some(bytes) = mailbox::get_response(client, mailbox_id)? else {
-            continue;
-        };
-        // The claim is kept when the response fails verification, so a
-        // forged response uses the invite up; it is rolled back only when
-        // the invite cannot be claimed or opened.
-        let claimed = with_savepoint(db, "persist_admit", || {
-            let pending = take_pending(FUNCTION, db, store, invite_id, now)?;
-            Ok(admit_response(&bytes, pending, store, invite_id, now))
-        });
-        match claimed {
-            Err(err) => done.errors.push(err.to_string()),
-            Ok(Ok(message)) => {
-                mailbox::post_message(client, mailbox_id, &message)?;
-                done.admitted += 1;
-            }
-            Ok(Err(err)) => {
-                mailbox::discard(client, mailbox_id)?;
-                done.rejected += 1;
-                done.errors.push(err.to_string());
+        admit_invite(client, db, store, invite_id, &sealed, now, &mut done);
+    }
+    Ok(done)
+}
+
+/// Admits the response to one invite if the mailbox holds one, and records
+/// the outcome in `done`. Mailbox and SQLite errors are recorded too, so
+/// that one invite's failure neither fails the sync nor stops the others.
+fn admit_invite(
+    client: &mut postgres::Client,
+    db: Db,
+    store: &OpenStore,
+    invite_id: InviteId,
+    sealed: &[u8],
+    now: u64,
+    done: &mut Admitted,
+) {
+    const FUNCTION: &str = "persist_sync";
+    // Opening the sealed state here only gives the mailbox id; the invite
+    // is claimed below, once a response is waiting.
+    let mailbox_id = match unseal_pending(FUNCTION, store, invite_id, sealed) {
+        Ok(pending) => pending.invite().mailbox_id(),
+        Err(err) => {
+            done.errors.push(err.to_string());
+            return;
+        }
+    };
+    let bytes = match mailbox::get_response(client, mailbox_id) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return,
+        Err(err) => {
+            done.errors.push(format!("invite {invite_id}: {err}"));
+            return;
+        }
+    };
+
+    // The claim is kept when the response fails verification, so a forged
+    // response uses the invite up; it is rolled back only when the invite
+    // cannot be claimed or opened.
+    let claimed = with_savepoint(db, "persist_admit", || {
+        let pending = take_pending(FUNCTION, db, store, invite_id, now)?;
+        Ok(admit_response(&bytes, pending, store, invite_id, now))
+    });
+    match claimed {
+        Err(err) => done.errors.push(err.to_string()),
+        Ok(Ok(message)) => match mailbox::post_message(client, mailbox_id, &message) {
+            Ok(()) => done.admitted += 1,
+            Err(err) => done.errors.push(format!(
+                "invite {invite_id} was used up, but its keyring message was not posted: \
+                 {err}; create a new invite for the device"
+            )),
+        },
+        Ok(Err(err)) => {
+            done.rejected += 1;
+            done.errors.push(err.to_string());
+            if let Err(discard) = mailbox::discard(client, mailbox_id) {
+                done.errors.push(format!("invite {invite_id}: {discard}"));
             }
         }
     }
-    Ok(done)
 }
 
 /// Checks a response read from the mailbox of invite `invite_id` and seals

@@ -85,20 +85,49 @@ pub fn post_response(
     Ok(())
 }
 
-/// Tells whether the server has the pairing mailbox, which servers set up
-/// before pairing existed lack.
+/// Whether the inviting device can use the server's pairing mailbox.
+pub enum MailboxAccess {
+    /// The mailbox functions exist and this role may execute them.
+    Usable,
+    /// The server has no mailbox: it was set up before pairing existed.
+    Missing,
+    /// The functions exist, but this role lacks EXECUTE on the named one.
+    NoPrivilege(&'static str),
+}
+
+/// The mailbox functions the inviting device calls during a sync.
+const INVITER_FUNCTIONS: [&str; 3] = [
+    "persist.pairing_get_response(bytea)",
+    "persist.pairing_post_message(bytea,bytea)",
+    "persist.pairing_discard(bytea)",
+];
+
+/// Finds out whether the server has the pairing mailbox and whether this
+/// role may execute the functions the inviting device calls.
 ///
 /// # Errors
 ///
 /// A usage error for a server error.
-pub fn server_has_mailbox(client: &mut postgres::Client) -> Result<bool, ExtError> {
-    let row = client
-        .query_one(
-            "SELECT to_regprocedure('persist.pairing_get_response(bytea)') IS NOT NULL",
-            &[],
-        )
-        .map_err(|err| mailbox_error("persist_sync", "looking for the pairing mailbox", &err))?;
-    column("persist_sync", "to_regprocedure", &row, 0)
+pub fn mailbox_access(client: &mut postgres::Client) -> Result<MailboxAccess, ExtError> {
+    const FUNCTION: &str = "persist_sync";
+    for signature in INVITER_FUNCTIONS {
+        // has_function_privilege raises an error for a function that does
+        // not exist, so it runs only once to_regprocedure found it.
+        let row = client
+            .query_one(
+                "SELECT CASE WHEN to_regprocedure($1) IS NULL THEN NULL
+                        ELSE has_function_privilege(to_regprocedure($1), 'EXECUTE') END",
+                &[&signature],
+            )
+            .map_err(|err| mailbox_error(FUNCTION, "looking for the pairing mailbox", &err))?;
+        let privilege: Option<bool> = column(FUNCTION, "has_function_privilege", &row, 0)?;
+        match privilege {
+            None => return Ok(MailboxAccess::Missing),
+            Some(false) => return Ok(MailboxAccess::NoPrivilege(signature)),
+            Some(true) => {}
+        }
+    }
+    Ok(MailboxAccess::Usable)
 }
 
 /// Returns the response waiting for the inviter, if there is one.

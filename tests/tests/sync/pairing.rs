@@ -8,7 +8,10 @@ use std::path::Path;
 use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
-use crate::common::{Device, STORE, Server, conninfo, hex, open_sqlite, private_database};
+use crate::common::{
+    Device, STORE, Server, conninfo, hex, open_sqlite, private_database, unique_name,
+    with_conninfo_value,
+};
 
 const DECLARATION: &str =
     "CREATE VIRTUAL TABLE notes USING persist(id INTEGER PRIMARY KEY, body TEXT)";
@@ -555,4 +558,53 @@ fn invalid_mailbox_result_is_an_error() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn role_without_mailbox_grants_still_syncs() {
+    // A role that may sync records but not use the pairing mailbox.
+    let role = unique_name("no_mailbox");
+    Server::connect()
+        .client
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT USAGE ON SCHEMA persist TO {role};
+             GRANT EXECUTE ON FUNCTION
+                 persist.push(bytea, bytea, bytea[], bigint[], bytea[], bytea[]),
+                 persist.pull(bytea, bytea, bigint, integer),
+                 persist.sync_next_seq(bytea, bytea),
+                 persist.sync_record_seq(bytea, bytea, bytea),
+                 persist.sync_server_id()
+             TO {role};"
+        ))
+        .expect("create the role");
+    let role_conninfo = with_conninfo_value(&conninfo(), "user", &role);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = Device::create(dir.path(), "A");
+    a.exec(DECLARATION);
+    a.exec("INSERT INTO notes VALUES (1, 'one')");
+    let code = invite(&a, "{}");
+    let joiner = Joiner::new(dir.path(), "B");
+    joiner.accept(&code).expect("persist_accept");
+
+    let text: String = a
+        .conn
+        .query_row("SELECT persist_sync(?1)", [&role_conninfo], |row| {
+            row.get(0)
+        })
+        .expect("persist_sync as a role without the mailbox grants");
+    let summary: Json = serde_json::from_str(&text).expect("persist_sync returns JSON");
+    assert_eq!(summary["pushed"], 1, "{summary}");
+    assert_eq!(summary["invites_admitted"], 0, "{summary}");
+    let error = summary["pairing_errors"][0].as_str().unwrap_or_default();
+    assert!(
+        error.contains("lacks EXECUTE on persist.pairing_get_response(bytea)"),
+        "{summary}"
+    );
+
+    // The invite is still pending, and a sync with the grants admits it.
+    let summary = sync_json(&a);
+    assert_eq!(summary["invites_admitted"], 1, "{summary}");
+    joiner.join().expect("persist_join");
 }

@@ -263,7 +263,8 @@ $$;
 
 -- The pairing mailbox. A device that accepted an invite posts its response
 -- here, the inviting device picks it up at its next sync and posts the
--- keyring message, and the new device picks that up, which deletes the row.
+-- keyring message, and the new device fetches that and deletes the row once
+-- it has created its store.
 -- Both are opaque bytes: the response contains an invite id, a one-time X25519
 -- public key and a MAC, and the message is AES-256-GCM ciphertext under a
 -- key derived from a secret the server never sees.
@@ -386,7 +387,9 @@ BEGIN
 END;
 $$;
 
--- Removes a mailbox whose response the inviting device rejected.
+-- Removes an invite's mailbox: the inviting device calls it after it
+-- rejected the response, and the new device after it created its store
+-- from the keyring message.
 CREATE FUNCTION persist.pairing_discard(p_mailbox_id bytea)
 RETURNS void
 LANGUAGE plpgsql
@@ -400,11 +403,12 @@ BEGIN
 END;
 $$;
 
--- Picks up the keyring message of an invite and deletes the mailbox.
--- state is 'ready' with the message, 'waiting' while the inviting device
--- has not posted it, and 'missing' when there is no mailbox (expired,
--- picked up, discarded or never posted).
-CREATE FUNCTION persist.pairing_take_message(p_mailbox_id bytea)
+-- Returns the keyring message of an invite without deleting it, so that a
+-- new device that fails to create its store can fetch it again; the device
+-- calls pairing_discard once its store exists. state is 'ready' with the
+-- message, 'waiting' while the inviting device has not posted it, and
+-- 'missing' when there is no mailbox (expired, discarded or never posted).
+CREATE FUNCTION persist.pairing_get_message(p_mailbox_id bytea)
 RETURNS TABLE (state text, message bytea)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -412,19 +416,18 @@ SET search_path = pg_catalog, persist
 AS $$
 #variable_conflict use_column
 DECLARE
-    taken bytea;
+    found_message bytea;
 BEGIN
     PERFORM persist.pairing_check_mailbox_id(p_mailbox_id);
     DELETE FROM persist.pairing_mailbox m WHERE m.expires_at <= now();
-    DELETE FROM persist.pairing_mailbox m
-    WHERE m.mailbox_id = p_mailbox_id AND m.message IS NOT NULL
-    RETURNING m.message INTO taken;
-    IF taken IS NOT NULL THEN
-        RETURN QUERY SELECT 'ready'::text, taken;
-    ELSIF EXISTS (SELECT 1 FROM persist.pairing_mailbox m WHERE m.mailbox_id = p_mailbox_id) THEN
+    SELECT m.message INTO found_message FROM persist.pairing_mailbox m
+    WHERE m.mailbox_id = p_mailbox_id;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'missing'::text, NULL::bytea;
+    ELSIF found_message IS NULL THEN
         RETURN QUERY SELECT 'waiting'::text, NULL::bytea;
     ELSE
-        RETURN QUERY SELECT 'missing'::text, NULL::bytea;
+        RETURN QUERY SELECT 'ready'::text, found_message;
     END IF;
 END;
 $$;
@@ -440,4 +443,4 @@ REVOKE ALL ON FUNCTION persist.pairing_post_response(bytea, bytea, bigint) FROM 
 REVOKE ALL ON FUNCTION persist.pairing_get_response(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.pairing_post_message(bytea, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION persist.pairing_discard(bytea) FROM PUBLIC;
-REVOKE ALL ON FUNCTION persist.pairing_take_message(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION persist.pairing_get_message(bytea) FROM PUBLIC;

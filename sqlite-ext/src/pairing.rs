@@ -592,7 +592,7 @@ fn admit_invite(
         Ok(Err(err)) => {
             done.rejected += 1;
             done.errors.push(err.to_string());
-            if let Err(discard) = mailbox::discard(client, mailbox_id) {
+            if let Err(discard) = mailbox::discard(FUNCTION, client, mailbox_id) {
                 done.errors.push(format!("invite {invite_id}: {discard}"));
             }
         }
@@ -624,7 +624,8 @@ fn admit_response(
 /// `persist_join(store, message [, options])`: creates the store from the
 /// keyring message of an invite this database accepted, and opens it. With
 /// a NULL message and option `server`, fetches the message from the sync
-/// server's mailbox.
+/// server's mailbox and deletes the mailbox once the store exists. A failed
+/// deletion does not fail the join: the report then has `mailbox_error`.
 ///
 /// # Errors
 ///
@@ -645,8 +646,8 @@ pub fn join(
     check_no_store(conn, FUNCTION)?;
     let db = conn.db;
     if db.in_transaction() {
-        // Checked here as well as when the store is created, because the
-        // mailbox deletes the message once it is picked up.
+        // Checked here as well as when the store is created, so that
+        // nothing is fetched from the mailbox for a call that must fail.
         return Err(ExtError::usage(format!(
             "{FUNCTION}: creating store {name:?} inside a transaction is not allowed, because a \
              rollback would discard the keys this connection goes on using; call {FUNCTION} \
@@ -699,26 +700,14 @@ pub fn join(
             )
         })?;
 
-    let message = match (message, &server) {
-        (Some(message), _) => message,
+    // Online, the message stays in the mailbox until the store exists, so a
+    // failure below (a wrong key option, a full disk) can be retried.
+    let (message, mut mailbox_client) = match (message, &server) {
+        (Some(message), _) => (message, None),
         (None, Some(server)) => {
-            match mailbox::take_message(FUNCTION, server, acceptance.mailbox_id())? {
-                Pickup::Ready(bytes) => PairingMessage::from_bytes(&bytes)
-                    .context_with(|| format!("{FUNCTION}: the keyring message in the mailbox"))?,
-                Pickup::Waiting => {
-                    return Err(ExtError::usage(format!(
-                        "{FUNCTION}: the inviting device has not admitted invite {invite_id} yet; \
-                     run persist_sync there, then call persist_join again"
-                    )));
-                }
-                Pickup::Missing => {
-                    return Err(ExtError::usage(format!(
-                        "{FUNCTION}: the mailbox holds nothing for invite {invite_id}: the response \
-                     was rejected by the inviting device, the message was already picked up, \
-                     or the invite expired; ask for a new invite"
-                    )));
-                }
-            }
+            let mut client = mailbox::connect(FUNCTION, server)?;
+            let message = fetch_message(&mut client, &acceptance, invite_id)?;
+            (message, Some(client))
         }
         (None, None) => {
             return Err(ExtError::usage(format!(
@@ -729,9 +718,51 @@ pub fn join(
     let keyring: Keyring = acceptance
         .open(&message, now)
         .context_with(|| format!("{FUNCTION}: the keyring message of invite {invite_id}"))?;
-    store::create_from_keyring(conn, FUNCTION, name, keyring, &options, |db| {
+    let report = store::create_from_keyring(conn, FUNCTION, name, keyring, &options, |db| {
         delete_row(db, invite_id)
-    })
+    })?;
+
+    let Some(client) = mailbox_client.as_mut() else {
+        return Ok(report);
+    };
+    match mailbox::discard(FUNCTION, client, acceptance.mailbox_id()) {
+        Ok(()) => Ok(report),
+        // The store exists, so the join succeeded. The ciphertext left in
+        // the mailbox opens only with this device's message key, and the
+        // server deletes it when the invite expires.
+        Err(err) => add_report_field(&report, "mailbox_error", &err.to_string()),
+    }
+}
+
+/// Fetches the keyring message of an accepted invite from the mailbox.
+fn fetch_message(
+    client: &mut postgres::Client,
+    acceptance: &Acceptance,
+    invite_id: InviteId,
+) -> Result<PairingMessage, ExtError> {
+    const FUNCTION: &str = "persist_join";
+    match mailbox::get_message(FUNCTION, client, acceptance.mailbox_id())? {
+        Pickup::Ready(bytes) => PairingMessage::from_bytes(&bytes)
+            .context_with(|| format!("{FUNCTION}: the keyring message in the mailbox")),
+        Pickup::Waiting => Err(ExtError::usage(format!(
+            "{FUNCTION}: the inviting device has not admitted invite {invite_id} yet; \
+             run persist_sync there, then call persist_join again"
+        ))),
+        Pickup::Missing => Err(ExtError::usage(format!(
+            "{FUNCTION}: the mailbox holds nothing for invite {invite_id}: the response \
+             was rejected by the inviting device, or the invite expired; ask for a new invite"
+        ))),
+    }
+}
+
+/// Adds a text field to a JSON report object.
+fn add_report_field(report: &str, field: &str, value: &str) -> Result<String, ExtError> {
+    let mut parsed: Json = serde_json::from_str(report)
+        .map_err(|err| ExtError::usage(format!("persist_join: invalid report JSON: {err}")))?;
+    if let Json::Object(map) = &mut parsed {
+        map.insert(field.to_owned(), Json::String(value.to_owned()));
+    }
+    Ok(parsed.to_string())
 }
 
 /// Returns the invite this database accepted for store `name`, for the

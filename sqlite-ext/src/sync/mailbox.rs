@@ -1,8 +1,9 @@
 //! The client side of the sync server's pairing mailbox.
 //!
 //! The mailbox contains, per mailbox id, the joiner's response and then the
-//! inviter's keyring message, both opaque bytes. The server deletes the row
-//! when the joiner picks the message up or the invite expires. The mailbox
+//! inviter's keyring message, both opaque bytes. The joiner deletes the row
+//! once it has created its store from the message, and the server deletes
+//! rows past the invite's expiry. The mailbox
 //! id, which both devices derive from the invite's one-time secret, is the
 //! capability: the mailbox functions need no write token. The invite id is
 //! not secret (the server sees it in the response), so it names no mailbox.
@@ -10,18 +11,27 @@
 use persist_core::pairing::{MailboxId, PairingMessage, Response};
 
 use super::conninfo::ConnInfo;
-use super::{connect, describe};
+use super::describe;
 use crate::error::ExtError;
 
-/// The state of an invite's mailbox when the joiner picks up its message.
+/// The state of an invite's mailbox when the joiner fetches its message.
 pub enum Pickup {
-    /// The keyring message, now removed from the mailbox.
+    /// The keyring message, which stays in the mailbox until [`discard`].
     Ready(Vec<u8>),
     /// The response is there, but the inviter has not admitted it yet.
     Waiting,
-    /// Nothing for this invite: it expired, was picked up, or the inviter
-    /// rejected the response.
+    /// Nothing for this invite: it expired, the joiner already created its
+    /// store from the message, or the inviter rejected the response.
     Missing,
+}
+
+/// Connects to the sync server for the mailbox calls of `function`.
+///
+/// # Errors
+///
+/// A usage error when the server cannot be reached.
+pub fn connect(function: &str, server: &ConnInfo) -> Result<postgres::Client, ExtError> {
+    super::connect(function, server)
 }
 
 fn mailbox_error(function: &str, what: &str, err: &postgres::Error) -> ExtError {
@@ -167,40 +177,45 @@ pub fn post_message(
     Ok(())
 }
 
-/// Removes an invite's mailbox after its response failed verification.
+/// Removes an invite's mailbox: after its response failed verification
+/// (the inviter, in `persist_sync`), or after the joiner created its store.
 ///
 /// # Errors
 ///
 /// A usage error for a server error.
-pub fn discard(client: &mut postgres::Client, mailbox_id: MailboxId) -> Result<(), ExtError> {
+pub fn discard(
+    function: &str,
+    client: &mut postgres::Client,
+    mailbox_id: MailboxId,
+) -> Result<(), ExtError> {
     client
         .execute(
             "SELECT persist.pairing_discard($1)",
             &[&mailbox_id.as_bytes().as_slice()],
         )
-        .map_err(|err| mailbox_error("persist_sync", "discarding a pairing response", &err))?;
+        .map_err(|err| mailbox_error(function, "deleting the pairing mailbox", &err))?;
     Ok(())
 }
 
-/// Picks up the keyring message of an invite, which removes it from the
-/// mailbox.
+/// Fetches the keyring message of an invite. The message stays in the
+/// mailbox, so that a joiner that fails to create its store can fetch it
+/// again; the joiner calls [`discard`] after success.
 ///
 /// # Errors
 ///
-/// A usage error when the server cannot be reached or returns an error.
-pub fn take_message(
+/// A usage error when the server returns an error.
+pub fn get_message(
     function: &str,
-    server: &ConnInfo,
+    client: &mut postgres::Client,
     mailbox_id: MailboxId,
 ) -> Result<Pickup, ExtError> {
-    let mut client = connect(function, server)?;
+    let call = "persist.pairing_get_message";
     let row = client
         .query_one(
-            "SELECT state, message FROM persist.pairing_take_message($1)",
+            "SELECT state, message FROM persist.pairing_get_message($1)",
             &[&mailbox_id.as_bytes().as_slice()],
         )
-        .map_err(|err| mailbox_error(function, "picking up the keyring message", &err))?;
-    let call = "persist.pairing_take_message";
+        .map_err(|err| mailbox_error(function, "fetching the keyring message", &err))?;
     let state: String = column(function, call, &row, 0)?;
     let message: Option<Vec<u8>> = column(function, call, &row, 1)?;
     Ok(match (state.as_str(), message) {

@@ -180,7 +180,7 @@ fn online_pairing_then_both_devices_converge() {
     let report = joiner.join().expect("persist_join");
     assert_eq!(report["created"], true, "{report}");
     assert_eq!(report["store_id"], hex(&a.store_id), "{report}");
-    // Picking the message up empties the mailbox.
+    // Creating the store deletes the mailbox.
     assert_eq!(mailbox_rows(&mut server, &invite_id), 0);
 
     let b = joiner.into_device(dir.path());
@@ -288,6 +288,25 @@ fn server_that_modifies_the_message_fails_join() {
         )
         .expect("count");
     assert_eq!(stores, 0, "a store was created from a modified message");
+
+    // The failed join left the message in the mailbox, so once the bit is
+    // restored the join succeeds and deletes the mailbox.
+    assert_eq!(mailbox_rows(&mut server, &invite_id), 1);
+    server
+        .client
+        .execute(
+            &format!(
+                "UPDATE persist.pairing_mailbox
+                 SET message = set_bit(message, 40 * 8, 1 - get_bit(message, 40 * 8))
+                 WHERE {BY_INVITE_ID}"
+            ),
+            &[&invite_id],
+        )
+        .expect("restore the mailbox");
+    let report = joiner.join().expect("persist_join after the retry");
+    assert_eq!(report["created"], true, "{report}");
+    assert!(report.get("mailbox_error").is_none(), "{report}");
+    assert_eq!(mailbox_rows(&mut server, &invite_id), 0);
 }
 
 #[test]
@@ -309,7 +328,7 @@ fn reused_invite_is_refused() {
     assert_eq!(sync_json(&a)["invites_admitted"], 1);
     b.join().expect("persist_join on B");
 
-    // Once B has picked up its message the mailbox is empty. A has used
+    // Once B has created its store the mailbox is empty. A has used
     // the invite up and no longer reads its mailbox, so a late response
     // waits there unanswered until the invite expires.
     let d = Joiner::new(dir.path(), "D");
@@ -396,7 +415,7 @@ fn invite_id_alone_opens_no_mailbox() {
     // Take and discard reach only the fake mailbox: B's mailbox stays.
     let rows = call_with_invite_id(
         &mut server,
-        "SELECT state FROM persist.pairing_take_message($1)",
+        "SELECT state FROM persist.pairing_get_message($1)",
         &invite_id,
     );
     assert_eq!(rows[0].get::<_, String>(0), "waiting", "the fake mailbox");
@@ -422,7 +441,7 @@ fn invite_id_alone_opens_no_mailbox() {
     assert_eq!(summary["pairing_errors"], json!([]), "{summary}");
     let rows = call_with_invite_id(
         &mut server,
-        "SELECT state, message FROM persist.pairing_take_message($1)",
+        "SELECT state, message FROM persist.pairing_get_message($1)",
         &invite_id,
     );
     assert_eq!(rows[0].get::<_, String>(0), "missing");
@@ -522,7 +541,7 @@ fn mailbox_functions_check_their_arguments() {
     let state: String = server
         .client
         .query_one(
-            "SELECT state FROM persist.pairing_take_message('\\x0123456789abcdef0123456789abcdef'::bytea)",
+            "SELECT state FROM persist.pairing_get_message('\\x0123456789abcdef0123456789abcdef'::bytea)",
             &[],
         )
         .expect("take from an empty mailbox")
@@ -532,17 +551,17 @@ fn mailbox_functions_check_their_arguments() {
 
 #[test]
 fn invalid_mailbox_result_is_an_error() {
-    // A server whose pairing_take_message returns a NULL state, which the
+    // A server whose pairing_get_message returns a NULL state, which the
     // real function never does.
     let server = private_database("pairing_null_state");
     Server::connect_to(&server)
         .client
         .batch_execute(
-            "CREATE OR REPLACE FUNCTION persist.pairing_take_message(p_mailbox_id bytea)
+            "CREATE OR REPLACE FUNCTION persist.pairing_get_message(p_mailbox_id bytea)
              RETURNS TABLE (state text, message bytea)
              LANGUAGE sql AS $$ SELECT NULL::text, NULL::bytea $$",
         )
-        .expect("replace pairing_take_message");
+        .expect("replace pairing_get_message");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let a = Device::create(dir.path(), "A");
@@ -553,9 +572,7 @@ fn invalid_mailbox_result_is_an_error() {
         .join()
         .expect_err("joined with an invalid mailbox result");
     assert!(
-        err.contains(
-            "persist.pairing_take_message on the sync server returned an invalid column 0"
-        ),
+        err.contains("persist.pairing_get_message on the sync server returned an invalid column 0"),
         "{err}"
     );
 }

@@ -39,9 +39,14 @@ fn mailbox_error(function: &str, what: &str, err: &postgres::Error) -> ExtError 
         .as_db_error()
         .is_some_and(|db| db.code() == &postgres::error::SqlState::UNDEFINED_FUNCTION)
     {
+        // Persist 0.1.0 ships no extension upgrade script, so the only way
+        // to a newer sync schema is to create it again.
         return ExtError::usage(format!(
-            "{function}: the sync server has no pairing mailbox; update its Persist sync schema \
-             (pg-ext/sql/sync_server.sql or ALTER EXTENSION persist UPDATE)"
+            "{function}: the sync server has no pairing mailbox, or an older one than this \
+             client; there is no upgrade script, so recreate the sync schema: apply the current \
+             pg-ext/sql/sync_server.sql to an empty schema persist, or run DROP EXTENSION \
+             persist and CREATE EXTENSION persist (this deletes the synced records, which the \
+             devices push again at their next sync, and any Persist stores of that database)"
         ));
     }
     ExtError::usage(format!(

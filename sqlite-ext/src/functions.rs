@@ -108,7 +108,7 @@ pub fn register(db: &rusqlite::Connection, conn: &Arc<Connection>) -> rusqlite::
         sql_result(persist_accept(&state, ctx))
     })?;
     let state = Arc::clone(conn);
-    db.create_scalar_function(c"persist_admit", 1, direct, move |ctx| {
+    db.create_scalar_function(c"persist_admit", -1, direct, move |ctx| {
         sql_result(persist_admit(&state, ctx))
     })?;
     let state = Arc::clone(conn);
@@ -514,6 +514,7 @@ fn persist_accept(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtE
 }
 
 fn persist_admit(conn: &Connection, ctx: &Context<'_>) -> Result<SqlValue, ExtError> {
+    check_arity(ctx, "persist_admit", 1, 1, "persist_admit(response code)")?;
     let response = match ctx.get_raw(0) {
         SqlRef::Text(_) => text_arg(ctx, 0, "persist_admit", "response")?,
         other => {

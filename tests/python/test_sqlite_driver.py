@@ -163,7 +163,7 @@ class FunctionListTest(PersistTestCase):
         ("persist_init", -1, DIRECTONLY),
         ("persist_quarantined", 0, 0),
         ("persist_accept", -1, DIRECTONLY),
-        ("persist_admit", 1, DIRECTONLY),
+        ("persist_admit", -1, DIRECTONLY),
         ("persist_invite", -1, DIRECTONLY),
         ("persist_join", -1, DIRECTONLY),
         ("persist_reencrypt", -1, DIRECTONLY),

@@ -90,6 +90,8 @@ SELECT persist_join('app', CAST(readfile('response.txt') AS TEXT));
 .load ./libpersist
 SELECT persist_admit(CAST(readfile('response.txt') AS TEXT));
 SELECT persist_init('app') ->> '$.created' AS created;
+SELECT persist_admit();
+SELECT persist_admit(CAST(readfile('response.txt') AS TEXT), '{}');
 SELECT persist_admit(NULL);
 SELECT persist_admit(CAST(readfile('invite.txt') AS TEXT));
 -- Not inside a transaction, where a rollback would make the used invite

@@ -1159,10 +1159,7 @@ mod tests {
     }
 
     #[test]
-    fn invite_is_consumed_by_admit() {
-        // `admit` takes the pending invite by value, so a second response to
-        // the same invite needs the sealed state again; the SQL layer deletes
-        // it on first use. Here: a response to another invite is rejected.
+    fn response_to_other_invite_is_rejected() {
         let (pending, invite) = pair();
         let (_, other_invite) = pair();
         let keyring = keyring_of(invite.store_id());
@@ -1240,10 +1237,30 @@ mod tests {
             assert!(!text.contains(&message_key_hex), "{text}");
             assert!(text.contains(&invite.invite_id().to_string()), "{text}");
         }
+
+        // The sealed states hold these secrets, but only as ciphertext.
+        let contains = |haystack: &[u8], needle: &[u8]| {
+            haystack
+                .windows(needle.len())
+                .any(|window| window == needle)
+        };
         let sealed = pending.seal(&device).unwrap();
         assert!(
-            !hex(&sealed).contains(&inviter_secret_hex),
-            "the sealed state holds the secret in the clear"
+            !contains(&sealed, pending.secret.expose()),
+            "the sealed invite holds the X25519 secret in the clear"
+        );
+        assert!(
+            !contains(&sealed, invite.one_time_secret.expose()),
+            "the sealed invite holds the one-time secret in the clear"
+        );
+        let sealed = acceptance.seal(&device).unwrap();
+        assert!(
+            !contains(&sealed, acceptance.message_key.expose()),
+            "the sealed acceptance holds the message key in the clear"
+        );
+        assert!(
+            !contains(&sealed, acceptance.mailbox_id().as_bytes()),
+            "the sealed acceptance holds the mailbox id in the clear"
         );
     }
 

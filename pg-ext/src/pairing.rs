@@ -210,7 +210,7 @@ fn already_used(invite_id: InviteId) -> PgError {
 ///
 /// NOTE: the claim is part of the caller's transaction. A transaction that
 /// rolls back after `persist.admit` returned its message makes the invite
-/// usable again; only a session that has the store open can do that, and
+/// usable again. Only a session that has the store open can do that, and
 /// it could export the keyring anyway.
 fn claim_invite(invite_id: InviteId, now: u64) -> Result<Vec<u8>, PgError> {
     const FUNCTION: &str = "persist.admit";
@@ -269,6 +269,7 @@ pub fn admit(response: Option<&str>) -> Result<String, PgError> {
     let response = Response::parse(text).context_with(Subject::Other, || {
         format!("{FUNCTION}: argument 1 (response)")
     })?;
+
     let invite_id = response.invite_id();
     let now = now_seconds();
     let Some(row) = read_invite(invite_id)? else {
@@ -281,6 +282,7 @@ pub fn admit(response: Option<&str>) -> Result<String, PgError> {
         )
         .with_hint("Create a new invite with persist.invite()."));
     };
+    // The checks first, for clear errors; the claim below makes them atomic.
     let device_key = session::with_store(FUNCTION, |store, _| {
         if row.store_name != store.name {
             return Err(PgError::invalid(format!(
@@ -303,6 +305,7 @@ pub fn admit(response: Option<&str>) -> Result<String, PgError> {
         }
         device_key_of(FUNCTION, store)
     })?;
+
     // Claimed before admitting: an error below aborts the transaction,
     // which rolls the claim back.
     let sealed = claim_invite(invite_id, now)?;
@@ -322,6 +325,7 @@ pub fn admit(response: Option<&str>) -> Result<String, PgError> {
                 format!("{FUNCTION}: argument 1 (response)")
             })
     })?;
+
     purge_expired(FUNCTION, now)?;
     Ok(message.to_text())
 }

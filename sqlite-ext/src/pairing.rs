@@ -472,7 +472,8 @@ pub struct Admitted {
 /// Only unused, unexpired invites are looked up, because the mailbox id
 /// comes from the sealed state, which is deleted when an invite is used or
 /// expires. A response posted to a used invite's mailbox stays there until
-/// the invite expires, and the joiner that posted it is told to wait.
+/// the invite expires, and `persist_join` on the joiner that posted it
+/// fails with "has not admitted" until then.
 /// Inside a transaction the mailbox is not read, because a rollback would
 /// make a used invite usable again; `errors` says so.
 ///
@@ -542,7 +543,7 @@ pub fn admit_from_mailbox(
     Ok(done)
 }
 
-/// Admits the response to one invite if the mailbox holds one, and records
+/// Admits the response to one invite if the mailbox contains one, and records
 /// the outcome in `done`. Mailbox and SQLite errors are recorded too, so
 /// that one invite's failure neither fails the sync nor stops the others.
 fn admit_invite(
@@ -574,7 +575,7 @@ fn admit_invite(
     };
 
     // The claim is kept when the response fails verification, so a forged
-    // response uses the invite up; it is rolled back only when the invite
+    // response uses the invite up. It is rolled back only when the invite
     // cannot be claimed or opened.
     let claimed = with_savepoint(db, "persist_admit", || {
         let pending = take_pending(FUNCTION, db, store, invite_id, now)?;

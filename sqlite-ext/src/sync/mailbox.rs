@@ -6,7 +6,7 @@
 //! rows past the invite's expiry. The mailbox
 //! id, which both devices derive from the invite's one-time secret, is the
 //! capability: the mailbox functions need no write token. The invite id is
-//! not secret (the server sees it in the response), so it names no mailbox.
+//! not secret (every response contains it), so it names no mailbox.
 
 use persist_core::pairing::{MailboxId, PairingMessage, Response};
 
@@ -203,8 +203,8 @@ pub fn discard(
 }
 
 /// Fetches the keyring message of an invite. The message stays in the
-/// mailbox, so that a joiner that fails to create its store can fetch it
-/// again; the joiner calls [`discard`] after success.
+/// mailbox, so a joiner that fails to create its store can fetch it again.
+/// The joiner calls [`discard`] after success.
 ///
 /// # Errors
 ///

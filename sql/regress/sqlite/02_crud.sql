@@ -206,6 +206,14 @@ INSERT INTO affinity(id, t) VALUES ('500', 'text key');
 SELECT id, typeof(id) AS type FROM affinity WHERE id = 500;
 SELECT t FROM affinity WHERE id = '500';
 SELECT t FROM affinity WHERE id = 500.0;
+-- A key that INTEGER affinity cannot make an integer is rejected, as by an
+-- ordinary table's INTEGER PRIMARY KEY, on INSERT and on UPDATE, and the
+-- row keeps its key.
+INSERT INTO affinity(id, t) VALUES ('abc', 'text key');
+INSERT INTO plain_affinity(id, t) VALUES ('abc', 'text key');
+INSERT INTO affinity(id, t) VALUES (2.5, 'real key');
+UPDATE affinity SET id = x'35' WHERE id = 500;
+SELECT id, t FROM affinity WHERE t IN ('text key', 'real key');
 
 -- REAL values keep every bit, -0.0 included (input 20), in a column
 -- without affinity, as in SQLite. A plain REAL column stores -0.0 as the

@@ -374,6 +374,24 @@ impl Table {
                 values[key] = Converted::Owned(Value::Integer(self.next_integer_key()?));
             }
         }
+        if self.schema.has_integer_key() {
+            // As for an INTEGER PRIMARY KEY of an ordinary table, a value
+            // that INTEGER affinity cannot make an integer is rejected.
+            let key = self.schema.primary_key[0];
+            let value = values[key].as_ref();
+            if !matches!(value, ValueRef::Null | ValueRef::Integer(_)) {
+                return Err(ExtError::Constraint {
+                    code: ffi::SQLITE_MISMATCH,
+                    message: format!(
+                        "datatype mismatch: {}.{} is an INTEGER PRIMARY KEY and takes only \
+                         integers, got a {} value",
+                        self.name(),
+                        self.schema.columns[key].name,
+                        value.type_name()
+                    ),
+                });
+            }
+        }
         for (index, column) in self.schema.columns.iter().enumerate() {
             let required = column.not_null || self.schema.primary_key.contains(&index);
             if required && matches!(values[index].as_ref(), ValueRef::Null) {

@@ -197,8 +197,9 @@ pub fn needs_passphrase(text: &str) -> Result<bool, Error> {
 ///
 /// [`Error::Malformed`] for text that is not an export string,
 /// [`Error::ExportChecksum`] for a damaged one, [`Error::PassphraseRequired`]
-/// and [`Error::WrongPassphrase`] for a protected one, and the keyring's parse
-/// errors for its contents.
+/// and [`Error::WrongPassphrase`] for a protected one, [`Error::Invalid`] for
+/// a passphrase given with an unprotected one, and the keyring's parse errors
+/// for its contents.
 pub fn import(text: &str, passphrase: Option<&Passphrase>) -> Result<Keyring, Error> {
     let payload = decode_text(text)?;
     let mut reader = Reader::new("key export", &payload);
@@ -211,6 +212,13 @@ pub fn import(text: &str, passphrase: Option<&Passphrase>) -> Result<Keyring, Er
         });
     }
     match reader.u8("protection")? {
+        // A passphrase the export does not need is rejected rather than
+        // ignored, so nobody believes an unprotected key was protected.
+        PROTECTION_RAW if passphrase.is_some() => Err(Error::invalid(
+            "key export",
+            "it is not protected by a passphrase, but a passphrase was given; leave the \
+             passphrase out, or export the key again with one",
+        )),
         PROTECTION_RAW => Keyring::from_bytes(reader.rest()),
         PROTECTION_PASSPHRASE => {
             let passphrase = passphrase.ok_or(Error::PassphraseRequired)?;
@@ -288,6 +296,11 @@ mod tests {
         assert!(text.starts_with(PREFIX));
         assert!(!needs_passphrase(&text).unwrap());
         assert!(same_keys(&import(&text, None).unwrap(), &keyring));
+        let err = import(&text, Some(&Passphrase::new("x"))).unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid { .. }) && err.to_string().contains("not protected"),
+            "{err}"
+        );
     }
 
     #[test]

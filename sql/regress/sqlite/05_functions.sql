@@ -201,6 +201,8 @@ DETACH first;
 .open third.db
 .load ./libpersist
 ATTACH 'test.db' AS first;
+-- A passphrase with an export that has none is rejected, not ignored.
+SELECT persist_init('functions', json_object('key', (SELECT raw FROM first.exports), 'passphrase', 'correct horse', 'keyfile', 'keys/third.key'));
 SELECT persist_init('functions', json_object('key', (SELECT protected FROM first.exports), 'keyfile', 'keys/third.key'));
 SELECT persist_init('functions', json_object('key', (SELECT protected FROM first.exports), 'passphrase', 'wrong horse', 'keyfile', 'keys/third.key'));
 SELECT count(*) AS schema_objects FROM sqlite_schema;

@@ -81,6 +81,33 @@ fn to_sql_time(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
+/// Returns the store name and expiry (Unix seconds) of an invite this
+/// database accepted and has not joined yet, if there is one.
+///
+/// # Errors
+///
+/// SQLite's errors.
+pub fn pending_join(db: Db) -> Result<Option<(String, u64)>, ExtError> {
+    let mut table = db
+        .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'persist_pairing'")?;
+    if table.step()? != Step::Row {
+        return Ok(None);
+    }
+    let mut select = db.prepare(
+        "SELECT store, expires FROM persist_pairing
+         WHERE role = 'joiner' AND used IS NULL AND sealed IS NOT NULL AND expires > ?1
+         ORDER BY expires DESC LIMIT 1",
+    )?;
+    select.bind_i64(1, to_sql_time(now_seconds()))?;
+    if select.step()? != Step::Row {
+        return Ok(None);
+    }
+    Ok(Some((
+        select.column_text(0),
+        u64::try_from(select.column_i64(1)).unwrap_or(0),
+    )))
+}
+
 /// One row of `persist_pairing`.
 struct Row {
     role: String,
@@ -310,8 +337,17 @@ fn load_device_key(
     options: &InitOptions,
     create: bool,
 ) -> Result<DeviceKey, ExtError> {
-    device_key::load_or_create(name, &options.key_source(), create)
-        .context_with(|| format!("{function}: the device key of store {name:?}"))
+    device_key::load_or_create(name, &options.key_source(), create).context_with(|| {
+        if create {
+            format!("{function}: the device key of store {name:?}")
+        } else {
+            // Join opens what accept sealed, so it needs the same key.
+            format!(
+                "{function}: the device key of store {name:?}, which must be the one \
+                 persist_accept used (give the same keyfile or keychain options)"
+            )
+        }
+    })
 }
 
 fn check_no_store(conn: &Connection, function: &str) -> Result<(), ExtError> {

@@ -225,6 +225,17 @@ pub fn open(
     };
 
     let meta = read_meta(db)?;
+    if meta.is_none()
+        && let Some((pending, expires)) = crate::pairing::pending_join(db)?
+    {
+        // A store created now would take the place of the one the
+        // accepted invite is for, and persist_join would then fail.
+        return Err(ExtError::usage(format!(
+            "persist_init: this database accepted an invite to store {pending:?} and waits \
+             for persist_join('{pending}', ...), so it cannot create a store now; finish the \
+             pairing, or call persist_init after the invite expires at {expires} (Unix seconds)"
+        )));
+    }
     let source = options.key_source();
     let writes = meta.is_none() || imported.is_some();
     if !writes {

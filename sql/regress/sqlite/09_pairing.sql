@@ -82,6 +82,11 @@ SELECT persist_join('app');
 SELECT persist_join('app', NULL);
 SELECT persist_join('app', 5);
 SELECT persist_join('app', CAST(readfile('response.txt') AS TEXT));
+-- While the accepted invite waits for persist_join, persist_init may not
+-- create another store here, under any name.
+SELECT persist_init('app', '{"keyfile": "b-keys/app.key"}');
+SELECT persist_init('other', '{"keyfile": "b-keys/other.key"}');
+SELECT count(*) AS store_tables FROM sqlite_schema WHERE name = 'persist_meta';
 
 -- Device A admits the response and returns the keyring message.
 .open test.db

@@ -213,7 +213,8 @@ pub fn import(text: &str, passphrase: Option<&Passphrase>) -> Result<Keyring, Er
     }
     match reader.u8("protection")? {
         // A passphrase the export does not need is rejected rather than
-        // ignored, so nobody believes an unprotected key was protected.
+        // ignored, so that a user does not take an unprotected key for a
+        // protected one.
         PROTECTION_RAW if passphrase.is_some() => Err(Error::invalid(
             "key export",
             "it is not protected by a passphrase, but a passphrase was given; leave the \

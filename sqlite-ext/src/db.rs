@@ -127,6 +127,18 @@ impl Db {
         ExtError::Sqlite { code: rc, message }
     }
 
+    /// Tells whether the main schema has a table named `name`.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's errors.
+    pub fn has_table(self, name: &str) -> Result<bool, ExtError> {
+        let mut select =
+            self.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")?;
+        select.bind_text(1, name)?;
+        Ok(select.step()? == Step::Row)
+    }
+
     /// Tells whether an explicit transaction (BEGIN or SAVEPOINT) is open.
     pub fn in_transaction(self) -> bool {
         // SAFETY: `self.0` is a live connection.

@@ -88,9 +88,7 @@ fn to_sql_time(seconds: u64) -> i64 {
 ///
 /// SQLite's errors.
 pub fn pending_join(db: Db) -> Result<Option<(String, u64)>, ExtError> {
-    let mut table = db
-        .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'persist_pairing'")?;
-    if table.step()? != Step::Row {
+    if !db.has_table("persist_pairing")? {
         return Ok(None);
     }
     let mut select = db.prepare(

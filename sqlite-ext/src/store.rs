@@ -490,14 +490,9 @@ pub fn create_from_keyring(
 
 /// Reads the metadata, or `None` when the database has no store.
 fn read_meta(db: Db) -> Result<Option<Meta>, ExtError> {
-    let mut exists = db.prepare(
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'persist_meta'",
-    )?;
-    exists.step()?;
-    if exists.column_i64(0) == 0 {
+    if !db.has_table("persist_meta")? {
         return Ok(None);
     }
-    drop(exists);
 
     let mut fields = Map::new();
     let mut select = db.prepare("SELECT key, value FROM persist_meta")?;
